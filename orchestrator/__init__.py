@@ -1,0 +1,63 @@
+"""orchestrator: workflows as DAGs of Celery tasks, compiled to canvas, tracked in PostgreSQL."""
+
+from orchestrator.api import Step, Workflow
+from orchestrator.app import create_app, task
+from orchestrator.context import current_run
+from orchestrator.errors import (
+    CircuitOpenError,
+    CycleError,
+    DuplicateStepError,
+    EmptyWorkflowError,
+    InputError,
+    InvalidTransition,
+    OrchestratorError,
+    RunNotFound,
+    ScheduleError,
+    ServiceUnavailable,
+    UnknownDependencyError,
+    UnknownTaskError,
+    ValidationError,
+    WorkflowFailed,
+    WorkflowNotFound,
+)
+from orchestrator.runner import RunHandle, StepRun, get_run, list_runs, run_workflow
+from orchestrator.spec import RetrySpec, ScheduleSpec, StepSpec, WorkflowSpec
+from orchestrator.status import RunStatus, StepStatus, Trigger
+
+Schedule = ScheduleSpec
+
+__all__ = [
+    "CircuitOpenError",
+    "CycleError",
+    "DuplicateStepError",
+    "EmptyWorkflowError",
+    "InputError",
+    "InvalidTransition",
+    "OrchestratorError",
+    "RetrySpec",
+    "RunHandle",
+    "RunNotFound",
+    "RunStatus",
+    "Schedule",
+    "ScheduleError",
+    "ScheduleSpec",
+    "ServiceUnavailable",
+    "Step",
+    "StepRun",
+    "StepSpec",
+    "StepStatus",
+    "Trigger",
+    "UnknownDependencyError",
+    "UnknownTaskError",
+    "ValidationError",
+    "Workflow",
+    "WorkflowFailed",
+    "WorkflowNotFound",
+    "WorkflowSpec",
+    "create_app",
+    "current_run",
+    "get_run",
+    "list_runs",
+    "run_workflow",
+    "task",
+]

@@ -1,0 +1,66 @@
+"""``current_run``: what the running step can know about its run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RunContext:
+    """The run, step and attempt a step is executing for."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    workflow: str
+    task_id: str
+    _inputs: Callable[[], dict[str, Any]] = field(repr=False)
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        """The run's inputs (fetched on first use)."""
+        return self._inputs()
+
+    @property
+    def idempotency_key(self) -> str:
+        """``run_id:step_id:attempt``, for effects that must happen once per attempt."""
+        return f"{self.run_id}:{self.step_id}:{self.attempt}"
+
+
+_current: ContextVar[RunContext | None] = ContextVar("orchestrator_current_run", default=None)
+
+
+class _CurrentRun:
+    """Proxy to the context of the step running in this thread; raises outside a step."""
+
+    def _get(self) -> RunContext:
+        ctx = _current.get()
+        if ctx is None:
+            raise RuntimeError(
+                "current_run is only available inside a step that runs as part of a workflow run"
+            )
+        return ctx
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+    def __bool__(self) -> bool:
+        return _current.get() is not None
+
+    def __repr__(self) -> str:
+        return f"<current_run {_current.get()!r}>"
+
+
+current_run = _CurrentRun()
+
+
+def set_current(ctx: RunContext | None) -> object:
+    """Bind ``ctx`` as the current run; returns a token for :func:`reset_current`."""
+    return _current.set(ctx)
+
+
+def reset_current(token: object) -> None:
+    _current.reset(token)  # type: ignore[arg-type]

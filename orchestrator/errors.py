@@ -1,0 +1,131 @@
+"""Every error the framework raises, in one tree.
+
+    OrchestratorError
+    ├── ValidationError                 a workflow spec or its inputs are wrong; nothing was published
+    │   ├── EmptyWorkflowError
+    │   ├── DuplicateStepError
+    │   ├── UnknownTaskError
+    │   ├── UnknownDependencyError
+    │   ├── CycleError
+    │   ├── ScheduleError
+    │   └── InputError
+    ├── WorkflowNotFound                no workflow is registered under that name
+    ├── RunNotFound                     no run has that id
+    ├── WorkflowFailed                  a run ended failed or cancelled (raised by ``RunHandle.wait``)
+    ├── CircuitOpenError                a breaker is open and the function was called directly
+    ├── InvalidTransition               a control action does not apply to the run's status
+    └── ServiceUnavailable              the broker, Redis or PostgreSQL cannot be reached
+"""
+
+from __future__ import annotations
+
+
+class OrchestratorError(Exception):
+    """Root of every error raised by orchestrator."""
+
+
+class ValidationError(OrchestratorError):
+    """A workflow spec or its inputs are invalid; nothing was written or published."""
+
+    def __init__(self, workflow: str, message: str, step: str | None = None) -> None:
+        self.workflow = workflow
+        self.step = step
+        where = f"workflow {workflow!r}" + (f", step {step!r}" if step else "")
+        super().__init__(f"{where}: {message}")
+
+
+class EmptyWorkflowError(ValidationError):
+    """The workflow has no steps."""
+
+
+class DuplicateStepError(ValidationError):
+    """Two steps share one id."""
+
+
+class UnknownTaskError(ValidationError):
+    """A step names a task that no imported module registered."""
+
+
+class UnknownDependencyError(ValidationError):
+    """A step depends on a step id that the workflow does not have."""
+
+
+class CycleError(ValidationError):
+    """The steps' dependencies form a cycle."""
+
+    def __init__(self, workflow: str, cycle: list[str]) -> None:
+        self.cycle = cycle
+        path = " -> ".join([*cycle, cycle[0]])
+        super().__init__(
+            workflow,
+            f"dependency cycle {path} (each step waits for the one before it); remove one of these `after` entries",
+            step=cycle[0],
+        )
+
+
+class ScheduleError(ValidationError):
+    """The workflow's schedule cannot be parsed."""
+
+
+class InputError(ValidationError):
+    """The run's inputs do not fit the workflow's root steps, or are not JSON."""
+
+
+class WorkflowNotFound(OrchestratorError):
+    """No workflow is registered under that name."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        hint = ", ".join(sorted(known)) or "none"
+        super().__init__(
+            f"workflow {name!r} is not registered (known: {hint}); define it in Python or put its "
+            "YAML under ORCHESTRATOR_WORKFLOWS_PATH"
+        )
+
+
+class RunNotFound(OrchestratorError):
+    """No run has that id."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id!r} does not exist; `orchestrator runs` lists the known runs")
+
+
+class WorkflowFailed(OrchestratorError):
+    """A run ended failed or cancelled."""
+
+    def __init__(self, run_id: str, workflow: str, status: str, step: str | None, error: str | None):
+        self.run_id = run_id
+        self.workflow = workflow
+        self.status = status
+        self.step = step
+        self.error = error
+        where = f" at step {step!r}" if step else ""
+        super().__init__(
+            f"run {run_id} of workflow {workflow!r} {status}{where}: {error or 'no error recorded'}; "
+            f"`orchestrator show {run_id}` has the details"
+        )
+
+
+class CircuitOpenError(OrchestratorError):
+    """A circuit breaker is open, so the protected function was not called."""
+
+    def __init__(self, breaker: str, retry_in: float) -> None:
+        self.breaker = breaker
+        self.retry_in = retry_in
+        super().__init__(
+            f"circuit breaker {breaker!r} is open; the next trial call is allowed in {retry_in:.1f}s"
+        )
+
+
+class InvalidTransition(OrchestratorError):
+    """A control action does not apply to the run in its current status."""
+
+
+class ServiceUnavailable(OrchestratorError):
+    """The broker, Redis or PostgreSQL cannot be reached."""
+
+    def __init__(self, service: str, url: str, detail: str, fix: str) -> None:
+        self.service = service
+        self.url = url
+        super().__init__(f"cannot reach {service} at {url}: {detail}. {fix}")

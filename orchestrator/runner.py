@@ -1,0 +1,198 @@
+"""Use cases: submit a run, look runs up, wait for them, and control them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from orchestrator import registry
+from orchestrator.canvas import CanvasBuilder, task_id
+from orchestrator.errors import RunNotFound, ServiceUnavailable, WorkflowFailed
+from orchestrator.planner import build_plan
+from orchestrator.runtime import PlanKey, Runtime, runtime
+from orchestrator.settings import redact
+from orchestrator.spec import WorkflowSpec, check_inputs, check_tasks
+from orchestrator.status import RunStatus, StepStatus, Trigger
+from orchestrator.tracking.store import NewRun, NewStep, RunRecord, StepRecord
+
+StepRun = StepRecord
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What a run is started with, besides the workflow."""
+
+    inputs: dict[str, Any]
+    trigger: Trigger = Trigger.API
+    idempotency_key: str | None = None
+    correlation_id: str | None = None
+    tenant_id: str | None = None
+    parent_run_id: str | None = None
+    done: dict[str, Any] | None = None  # step id -> result, for a retried run
+
+
+def resolve(workflow: WorkflowSpec | str | Any) -> WorkflowSpec:
+    """A spec from a spec, a ``Workflow`` (anything with ``.spec``) or a registered name."""
+    if isinstance(workflow, WorkflowSpec):
+        return workflow
+    spec = getattr(workflow, "spec", None)
+    if isinstance(spec, WorkflowSpec):
+        return spec
+    runtime().load_modules()
+    return registry.get(str(workflow))
+
+
+def submit(spec: WorkflowSpec, sub: Submission) -> RunHandle:
+    """Validate, write the run and its steps, then publish the first segments."""
+    rt = runtime()
+    rt.load_modules()
+    check_tasks(spec, rt.catalog)
+    check_inputs(spec, sub.inputs, rt.catalog)
+    done = sub.done or {}
+    plan = build_plan(spec, frozenset(done))
+    run_id = str(uuid.uuid4())
+    steps = [
+        NewStep(s.id, s.task, task_id(run_id, s.id),
+                status="succeeded" if s.id in done else "pending",
+                result=done.get(s.id), has_result=s.id in done)
+        for s in spec.steps
+    ]
+    record = NewRun(
+        id=run_id, workflow=spec.name, version=spec.version,
+        spec=spec.model_dump(mode="json"), inputs=sub.inputs, trigger=str(sub.trigger),
+        idempotency_key=sub.idempotency_key, correlation_id=sub.correlation_id,
+        tenant_id=sub.tenant_id, parent_run_id=sub.parent_run_id, done_steps=list(done),
+    )
+    rt.state.ping()
+    final_id, created = rt.store.create_run(record, steps)
+    if not created:
+        return RunHandle(final_id, rt)
+    rt.remember(PlanKey(spec.version, run_id if done else None), spec, plan)
+    rt.state.init_run(run_id, sub.inputs, done)
+    builder = CanvasBuilder(rt.app, spec, plan, run_id, sub.inputs, resumed=bool(done))
+    _publish(rt, builder, plan.start)
+    return RunHandle(run_id, rt)
+
+
+def _publish(rt: Runtime, builder: CanvasBuilder, segments: list[Any]) -> None:
+    try:
+        for segment in segments:
+            builder.publish(segment)
+    except KombuOperationalError as exc:
+        raise ServiceUnavailable(
+            "the Celery broker", redact(rt.settings.broker_url), str(exc),
+            f"Run {builder.run_id} is recorded as pending; start the broker or set "
+            "ORCHESTRATOR_BROKER_URL",
+        ) from exc
+
+
+def run_workflow(
+    workflow: WorkflowSpec | str | Any,
+    inputs: dict[str, Any] | None = None,
+    *,
+    idempotency_key: str | None = None,
+    correlation_id: str | None = None,
+    tenant_id: str | None = None,
+    trigger: Trigger | str = Trigger.API,
+) -> RunHandle:
+    """Start a run of ``workflow`` (a ``Workflow``, spec, or registered name); returns its handle.
+
+    Two calls with one ``idempotency_key`` start one run; both return its handle.
+    """
+    spec = resolve(workflow)
+    sub = Submission(
+        inputs=dict(inputs or {}), trigger=Trigger(trigger), idempotency_key=idempotency_key,
+        correlation_id=correlation_id, tenant_id=tenant_id,
+    )
+    return submit(spec, sub)
+
+
+def get_run(run_id: str) -> RunHandle:
+    """The handle of an existing run; raises ``RunNotFound`` for an unknown id."""
+    rt = runtime()
+    if rt.store.get_run(run_id) is None:
+        raise RunNotFound(run_id)
+    return RunHandle(str(run_id), rt)
+
+
+def list_runs(
+    workflow: str | None = None, status: RunStatus | str | None = None, limit: int = 50
+) -> list[RunRecord]:
+    """Newest runs first, optionally of one workflow and/or status."""
+    return runtime().store.list_runs(workflow, str(status) if status else None, limit)
+
+
+class RunHandle:
+    """A workflow run: its status, steps and output, and control over it."""
+
+    def __init__(self, run_id: str, rt: Runtime | None = None) -> None:
+        self.id = run_id
+        self._rt = rt or runtime()
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.id}>"
+
+    def record(self) -> RunRecord:
+        found = self._rt.store.get_run(self.id)
+        if found is None:
+            raise RunNotFound(self.id)
+        return found
+
+    def status(self) -> RunStatus:
+        return RunStatus(self.record().status)
+
+    def steps(self) -> list[StepRun]:
+        return self._rt.store.get_steps(self.id)
+
+    @property
+    def output(self) -> Any:
+        return self.record().output
+
+    def wait(
+        self, timeout: float | None = 60.0, on_progress: Callable[[RunRecord], None] | None = None
+    ) -> Any:
+        """Block until the run ends; its output, or ``WorkflowFailed`` / ``TimeoutError``.
+
+        Wakes on the run's completion message in Redis, and re-reads PostgreSQL at most every
+        two seconds meanwhile, never in a tight loop.
+        """
+        limit = 10.0**9 if timeout is None else timeout
+        for _announced in self._rt.state.watch_done(self.id, limit, tick=2.0):
+            record = self.record()
+            if RunStatus(record.status).terminal:
+                return self._outcome(record)
+            if on_progress is not None:
+                on_progress(record)
+        record = self.record()
+        if RunStatus(record.status).terminal:
+            return self._outcome(record)
+        raise TimeoutError(
+            f"run {self.id} of workflow {record.workflow!r} is still {record.status} after "
+            f"{timeout}s; `orchestrator show {self.id}` shows where it is"
+        )
+
+    def _outcome(self, record: RunRecord) -> Any:
+        if record.status == RunStatus.SUCCEEDED:
+            return record.output
+        raise WorkflowFailed(record.id, record.workflow, record.status, record.error_step,
+                             record.error)
+
+    def cancel(self, reason: str = "cancelled by request") -> bool:
+        """Cancel the run: nothing new starts; running steps finish. False if it had ended."""
+        if RunStatus(self.record().status).terminal:
+            return False
+        self._rt.state.set_flag(self.id, "cancelled")
+        if not self._rt.store.cancel_run(self.id, reason):
+            return False
+        pending = self._rt.store.unfinished_task_ids(self.id)
+        if pending:
+            self._rt.app.control.revoke(pending)
+        self._rt.state.notify_done(self.id, "cancelled")
+        return True
+
+    def step_status(self) -> dict[str, StepStatus]:
+        return {s.step_id: StepStatus(s.status) for s in self.steps()}

@@ -1,0 +1,131 @@
+"""The per-process services: settings, Celery app, history store and writer, Redis run state,
+loaded task modules and workflows, and the cache of plans."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import cached_property
+
+from celery import Celery
+
+from orchestrator import registry
+from orchestrator.app import CeleryCatalog, get_app
+from orchestrator.planner import Plan, build_plan
+from orchestrator.settings import Settings, get_settings
+from orchestrator.spec import WorkflowSpec
+from orchestrator.stores import RunState
+from orchestrator.tracking.store import HistoryStore
+from orchestrator.tracking.writer import HistoryWriter
+
+log = logging.getLogger("orchestrator")
+
+
+@dataclass(frozen=True)
+class PlanKey:
+    version: str
+    run_id: str | None = None  # set for a retried run, whose plan skips the steps already done
+
+
+class Runtime:
+    """Everything a client or worker process shares, created lazily."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self._plans: OrderedDict[PlanKey, tuple[WorkflowSpec, Plan]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._modules_loaded = False
+
+    @cached_property
+    def app(self) -> Celery:
+        return get_app()
+
+    @cached_property
+    def store(self) -> HistoryStore:
+        return HistoryStore(self.settings.sqlalchemy_url)
+
+    @cached_property
+    def state(self) -> RunState:
+        return RunState(self.settings.state_url, self.settings.result_expires)
+
+    @cached_property
+    def writer(self) -> HistoryWriter:
+        return HistoryWriter(
+            self.store,
+            flush_interval=self.settings.history_flush_interval,
+            batch_size=self.settings.history_batch_size,
+            on_finalized=self._announce,
+        )
+
+    @cached_property
+    def catalog(self) -> CeleryCatalog:
+        return CeleryCatalog(self.app)
+
+    def _announce(self, finalized: list[tuple[str, str]]) -> None:
+        for run_id, status in finalized:
+            self.state.notify_done(run_id, status)
+
+    def load_modules(self) -> None:
+        """Import the task modules and the YAML workflows once per process."""
+        if self._modules_loaded:
+            return
+        self.app  # noqa: B018 - the app must exist before task modules register on it
+        for name in self.settings.task_modules:
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                if exc.name != name or self.settings.task_modules != ["tasks"]:
+                    raise
+                log.debug("default task module %r not found", name)
+        registry.ensure_loaded(self.settings.workflows_path)
+        self._modules_loaded = True
+
+    def remember(self, key: PlanKey, spec: WorkflowSpec, plan: Plan) -> None:
+        with self._lock:
+            self._plans[key] = (spec, plan)
+            self._plans.move_to_end(key)
+            while len(self._plans) > 256:
+                self._plans.popitem(last=False)
+
+    def plan(self, key: PlanKey) -> tuple[WorkflowSpec, Plan]:
+        """The spec and plan of a run, from cache or rebuilt from the stored spec."""
+        with self._lock:
+            found = self._plans.get(key)
+        if found is not None:
+            return found
+        data = self.store.load_spec(key.version)
+        if data is None:
+            raise LookupError(f"workflow version {key.version} is not in workflow_specs")
+        spec = WorkflowSpec.model_validate(data)
+        done: frozenset[str] = frozenset()
+        if key.run_id is not None:
+            run = self.store.get_run(key.run_id)
+            done = frozenset(run.done_steps if run else ())
+        plan = build_plan(spec, done)
+        self.remember(key, spec, plan)
+        return spec, plan
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def runtime() -> Runtime:
+    """The process-wide runtime."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = Runtime()
+        return _runtime
+
+
+def reset_runtime() -> None:
+    """Forget the runtime (tests that change settings); closes its writer."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is not None and "writer" in _runtime.__dict__:
+            _runtime.writer.close()
+        _runtime = None

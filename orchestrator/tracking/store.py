@@ -1,0 +1,319 @@
+"""Synchronous reads and writes of run history: submit, look up, list, cancel.
+
+The hot path of a step never calls this module; workers write through
+:class:`orchestrator.tracking.writer.HistoryWriter`.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from orchestrator.status import RUN_TERMINAL, STEP_TERMINAL
+from orchestrator.tracking.models import TaskAttempt, TaskRun, WorkflowRun, WorkflowSpecRow
+
+TERMINAL_STEPS = tuple(sorted(STEP_TERMINAL))
+TERMINAL_RUNS = tuple(sorted(RUN_TERMINAL))
+
+
+@dataclass(frozen=True)
+class NewStep:
+    step_id: str
+    task_name: str
+    celery_task_id: str
+    status: str = "pending"
+    result: Any = None
+    has_result: bool = False
+
+
+@dataclass(frozen=True)
+class NewRun:
+    id: str
+    workflow: str
+    version: str
+    spec: dict[str, Any]
+    inputs: dict[str, Any]
+    trigger: str
+    idempotency_key: str | None = None
+    correlation_id: str | None = None
+    tenant_id: str | None = None
+    parent_run_id: str | None = None
+    done_steps: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A workflow run as stored."""
+
+    id: str
+    workflow: str
+    workflow_version: str
+    status: str
+    inputs: dict[str, Any]
+    output: Any
+    error: str | None
+    error_step: str | None
+    trigger: str
+    idempotency_key: str | None
+    correlation_id: str | None
+    tenant_id: str | None
+    parent_run_id: str | None
+    done_steps: list[str]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    attempt: int
+    status: str
+    worker: str | None
+    error: str | None
+    traceback: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step of a run as stored (``StepRun`` in the public API)."""
+
+    step_id: str
+    task: str
+    status: str
+    attempts: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    result: Any
+    celery_task_id: str
+    queued_at: datetime | None
+    attempt_log: list[AttemptRecord] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class HistoryStore:
+    """The run-history tables, through a per-process SQLAlchemy engine."""
+
+    def __init__(self, sqlalchemy_url: str) -> None:
+        self.url = sqlalchemy_url
+        self._engine: Engine | None = None
+        self._pid = 0
+
+    @property
+    def engine(self) -> Engine:
+        # a forked worker child must not share its parent's connections
+        if self._engine is None or self._pid != os.getpid():
+            self._engine = create_engine(
+                self.url, pool_pre_ping=True, pool_size=2, max_overflow=4
+            )
+            self._pid = os.getpid()
+        return self._engine
+
+    def dispose(self) -> None:
+        if self._engine is not None and self._pid == os.getpid():
+            self._engine.dispose()
+        self._engine = None
+
+    # -- specs ----------------------------------------------------------------------------------
+
+    def load_spec(self, version: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(WorkflowSpecRow.spec).where(WorkflowSpecRow.version == version)
+            ).first()
+        return None if row is None else dict(row[0])
+
+    # -- submit ---------------------------------------------------------------------------------
+
+    def create_run(self, run: NewRun, steps: list[NewStep]) -> tuple[str, bool]:
+        """Write the run and its steps in one transaction; (run id, created).
+
+        With an idempotency key that is already taken, nothing is written and the existing run's
+        id is returned with ``created=False`` (also when two submits race).
+        """
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    pg_insert(WorkflowSpecRow)
+                    .values(version=run.version, workflow=run.workflow, spec=run.spec)
+                    .on_conflict_do_nothing()
+                )
+                inserted = conn.execute(
+                    pg_insert(WorkflowRun)
+                    .values(**_run_values(run))
+                    .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                    .returning(WorkflowRun.id)
+                ).first()
+                if inserted is None:
+                    existing = self._by_key(conn, run.idempotency_key)
+                    return existing, False
+                conn.execute(insert(TaskRun), [_step_values(run.id, s) for s in steps])
+        except IntegrityError:
+            if run.idempotency_key is None:
+                raise
+            with self.engine.connect() as conn:
+                return self._by_key(conn, run.idempotency_key), False
+        return run.id, True
+
+    @staticmethod
+    def _by_key(conn: Any, key: str | None) -> str:
+        found = conn.execute(
+            select(WorkflowRun.id).where(WorkflowRun.idempotency_key == key)
+        ).scalar_one()
+        return str(found)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        try:
+            key = uuid.UUID(str(run_id))
+        except ValueError:
+            return None
+        with Session(self.engine) as session:
+            row = session.get(WorkflowRun, key)
+            return None if row is None else _run_record(row)
+
+    def list_runs(
+        self, workflow: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[RunRecord]:
+        query = select(WorkflowRun).order_by(WorkflowRun.created_at.desc()).limit(limit)
+        if workflow:
+            query = query.where(WorkflowRun.workflow == workflow)
+        if status:
+            query = query.where(WorkflowRun.status == str(status))
+        with Session(self.engine) as session:
+            return [_run_record(r) for r in session.scalars(query)]
+
+    def get_steps(self, run_id: str) -> list[StepRecord]:
+        key = uuid.UUID(str(run_id))
+        with Session(self.engine) as session:
+            rows = list(session.scalars(
+                select(TaskRun).where(TaskRun.run_id == key).order_by(TaskRun.id)
+            ))
+            attempts = session.scalars(
+                select(TaskAttempt)
+                .where(TaskAttempt.task_run_id.in_([r.id for r in rows]))
+                .order_by(TaskAttempt.task_run_id, TaskAttempt.attempt)
+            )
+            log: dict[int, list[AttemptRecord]] = {}
+            for a in attempts:
+                log.setdefault(a.task_run_id, []).append(
+                    AttemptRecord(a.attempt, a.status, a.worker, a.error, a.traceback,
+                                  a.started_at, a.finished_at)
+                )
+            return [_step_record(r, log.get(r.id, [])) for r in rows]
+
+    # -- control --------------------------------------------------------------------------------
+
+    def cancel_run(self, run_id: str, reason: str) -> bool:
+        """Cancel a run that has not ended: its unstarted steps become ``cancelled``."""
+        key = uuid.UUID(str(run_id))
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(WorkflowRun)
+                .where(WorkflowRun.id == key, WorkflowRun.status.not_in(TERMINAL_RUNS))
+                .values(status="cancelled", error=reason, finished_at=text("now()"))
+                .returning(WorkflowRun.id)
+            ).first()
+            if changed is None:
+                return False
+            conn.execute(
+                update(TaskRun)
+                .where(TaskRun.run_id == key, TaskRun.status.in_(("pending", "retrying")))
+                .values(status="cancelled", finished_at=text("now()"))
+            )
+        return True
+
+    def unfinished_task_ids(self, run_id: str) -> list[str]:
+        key = uuid.UUID(str(run_id))
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(TaskRun.celery_task_id).where(
+                    TaskRun.run_id == key, TaskRun.status.not_in(TERMINAL_STEPS)
+                )
+            )
+            return [r[0] for r in rows]
+
+
+def _run_values(run: NewRun) -> dict[str, Any]:
+    return {
+        "id": uuid.UUID(run.id),
+        "workflow": run.workflow,
+        "workflow_version": run.version,
+        "status": "pending",
+        "inputs": run.inputs,
+        "trigger": run.trigger,
+        "idempotency_key": run.idempotency_key,
+        "correlation_id": run.correlation_id,
+        "tenant_id": run.tenant_id,
+        "parent_run_id": uuid.UUID(run.parent_run_id) if run.parent_run_id else None,
+        "done_steps": run.done_steps,
+    }
+
+
+def _step_values(run_id: str, step: NewStep) -> dict[str, Any]:
+    at = datetime.now(UTC)
+    return {
+        "run_id": uuid.UUID(run_id),
+        "step_id": step.step_id,
+        "task_name": step.task_name,
+        "celery_task_id": step.celery_task_id,
+        "status": step.status,
+        "attempts": 0,
+        "result": step.result if step.has_result else None,
+        "queued_at": at,
+        "finished_at": at if step.status != "pending" else None,
+    }
+
+
+def _run_record(row: WorkflowRun) -> RunRecord:
+    return RunRecord(
+        id=str(row.id),
+        workflow=row.workflow,
+        workflow_version=row.workflow_version,
+        status=row.status,
+        inputs=row.inputs,
+        output=row.output,
+        error=row.error,
+        error_step=row.error_step,
+        trigger=row.trigger,
+        idempotency_key=row.idempotency_key,
+        correlation_id=row.correlation_id,
+        tenant_id=row.tenant_id,
+        parent_run_id=str(row.parent_run_id) if row.parent_run_id else None,
+        done_steps=list(row.done_steps or []),
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )
+
+
+def _step_record(row: TaskRun, attempts: list[AttemptRecord]) -> StepRecord:
+    return StepRecord(
+        step_id=row.step_id,
+        task=row.task_name,
+        status=row.status,
+        attempts=row.attempts,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        error=row.error,
+        result=row.result,
+        celery_task_id=row.celery_task_id,
+        queued_at=row.queued_at,
+        attempt_log=attempts,
+    )

@@ -1,0 +1,308 @@
+"""Batched, ordered history writes from a worker process, off the step's hot path.
+
+A step hands events to :meth:`HistoryWriter.submit` (a queue put); one thread per process drains
+the queue and writes each batch in one transaction with ``executemany``. Events of one step and
+attempt are merged within a batch. Every status change is a conditional update: a terminal row
+never moves back. When PostgreSQL is down the batch is kept and retried; :meth:`close` (called on
+normal worker shutdown) writes everything that is still queued.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from orchestrator.tracking.store import HistoryStore
+
+log = logging.getLogger("orchestrator.history")
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """A step's attempt started or ended (``status`` is the step's new status)."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    status: str
+    at: datetime
+    worker: str | None = None
+    result: Any = _UNSET
+    error: str | None = None
+    traceback: str | None = None
+    starts_run: bool = False
+    started_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SkipSteps:
+    """Steps that will never run get ``status`` (only from pending/retrying)."""
+
+    run_id: str
+    steps: tuple[str, ...]
+    status: str
+    at: datetime
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RunFinal:
+    """The run ended: ``succeeded`` with its output, or ``failed`` at ``error_step``."""
+
+    run_id: str
+    status: str
+    at: datetime
+    output: Any = None
+    error: str | None = None
+    error_step: str | None = None
+    skip: tuple[str, ...] = ()
+
+
+Event = StepEvent | SkipSteps | RunFinal
+
+_STEP = text("""
+UPDATE task_runs SET status = :status,
+    attempts = GREATEST(attempts, :attempt),
+    started_at = COALESCE(started_at, :started_at),
+    finished_at = COALESCE(:finished_at, finished_at),
+    result = COALESCE(CAST(:result AS JSONB), result),
+    error = CASE WHEN :status = 'succeeded' THEN NULL ELSE COALESCE(:error, error) END
+WHERE run_id = CAST(:run_id AS UUID) AND step_id = :step_id AND attempts <= :attempt
+  AND (status NOT IN ('succeeded', 'failed', 'skipped', 'cancelled')
+       OR (status = :status AND finished_at IS NULL))
+""")
+_ATTEMPT = text("""
+INSERT INTO task_attempts (task_run_id, attempt, status, worker, error, traceback,
+                           started_at, finished_at)
+SELECT id, :attempt, :status, :worker, :error, :traceback, :started_at, :finished_at
+FROM task_runs WHERE run_id = CAST(:run_id AS UUID) AND step_id = :step_id
+ON CONFLICT (task_run_id, attempt) DO UPDATE SET
+    status = CASE WHEN task_attempts.finished_at IS NULL THEN EXCLUDED.status
+                  ELSE task_attempts.status END,
+    worker = COALESCE(task_attempts.worker, EXCLUDED.worker),
+    error = COALESCE(EXCLUDED.error, task_attempts.error),
+    traceback = COALESCE(EXCLUDED.traceback, task_attempts.traceback),
+    started_at = COALESCE(task_attempts.started_at, EXCLUDED.started_at),
+    finished_at = COALESCE(task_attempts.finished_at, EXCLUDED.finished_at)
+""")
+_RUN_START = text("""
+UPDATE workflow_runs SET status = 'running', started_at = :at
+WHERE id = CAST(:run_id AS UUID) AND status = 'pending'
+""")
+_SKIP = text("""
+UPDATE task_runs SET status = :status, finished_at = :at, error = COALESCE(error, :reason)
+WHERE run_id = CAST(:run_id AS UUID) AND step_id = ANY(:steps)
+  AND status IN ('pending', 'retrying')
+""")
+_FINAL = text("""
+UPDATE workflow_runs SET status = :status, output = CAST(:output AS JSONB), error = :error,
+    error_step = :error_step, finished_at = :at, started_at = COALESCE(started_at, :at)
+WHERE id = CAST(:run_id AS UUID)
+  AND status NOT IN ('succeeded', 'failed', 'cancelled')
+RETURNING id
+""")
+_SETTLE = text("""
+UPDATE task_runs SET status = 'succeeded'
+WHERE run_id = CAST(:run_id AS UUID) AND status NOT IN ('succeeded', 'failed', 'skipped', 'cancelled')
+""")
+_FINISHED = frozenset({"succeeded", "failed", "retrying"})
+
+
+def _json(value: Any) -> str | None:
+    return None if value is _UNSET else json.dumps(value)
+
+
+def _step_params(event: StepEvent) -> dict[str, Any]:
+    finished = event.at if event.status in _FINISHED else None
+    return {
+        "run_id": event.run_id,
+        "step_id": event.step_id,
+        "attempt": event.attempt,
+        "status": event.status,
+        "worker": event.worker,
+        "started_at": event.started_at or (event.at if event.status == "running" else None),
+        "finished_at": finished,
+        "result": _json(event.result),
+        "error": event.error,
+        "traceback": event.traceback,
+    }
+
+
+def merge_steps(events: list[StepEvent]) -> list[StepEvent]:
+    """One event per (run, step, attempt): the latest status, keeping when it started."""
+    merged: dict[tuple[str, str, int], StepEvent] = {}
+    for event in events:
+        key = (event.run_id, event.step_id, event.attempt)
+        first = merged.get(key)
+        if first is None:
+            merged[key] = event
+            continue
+        started = first.started_at or (first.at if first.status == "running" else None)
+        merged[key] = replace(
+            event,
+            started_at=event.started_at or started,
+            worker=event.worker or first.worker,
+            starts_run=first.starts_run or event.starts_run,
+        )
+    return list(merged.values())
+
+
+@dataclass
+class _Batch:
+    events: list[Event] = field(default_factory=list)
+
+    def write(self, conn: Connection) -> list[tuple[str, str]]:
+        """Apply the batch in one transaction; returns the runs it finalized."""
+        steps = merge_steps([e for e in self.events if isinstance(e, StepEvent)])
+        starts = [{"run_id": e.run_id, "at": e.started_at or e.at} for e in steps if e.starts_run]
+        if starts:
+            conn.execute(_RUN_START, starts)
+        if steps:
+            params = [_step_params(e) for e in steps]
+            conn.execute(_STEP, params)
+            attempts = [p for p in params if p["status"] not in ("skipped", "cancelled")]
+            if attempts:
+                conn.execute(_ATTEMPT, attempts)
+        for skip in (e for e in self.events if isinstance(e, SkipSteps)):
+            conn.execute(_SKIP, {"run_id": skip.run_id, "steps": list(skip.steps),
+                                 "status": skip.status, "at": skip.at, "reason": skip.reason})
+        return [f for e in self.events if isinstance(e, RunFinal) if (f := _finalize(conn, e))]
+
+
+def _finalize(conn: Connection, final: RunFinal) -> tuple[str, str] | None:
+    changed = conn.execute(_FINAL, {
+        "run_id": final.run_id, "status": final.status, "at": final.at,
+        "output": json.dumps(final.output), "error": final.error, "error_step": final.error_step,
+    }).first()
+    if final.skip:
+        conn.execute(_SKIP, {"run_id": final.run_id, "steps": list(final.skip),
+                             "status": "skipped", "at": final.at, "reason": final.error})
+    if changed is None:
+        return None
+    if final.status == "succeeded":
+        conn.execute(_SETTLE, {"run_id": final.run_id})
+    return final.run_id, final.status
+
+
+class HistoryWriter:
+    """One background thread per process that writes history events in batches."""
+
+    def __init__(
+        self,
+        store: HistoryStore,
+        *,
+        flush_interval: float = 0.05,
+        batch_size: int = 1000,
+        on_finalized: Callable[[list[tuple[str, str]]], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.flush_interval = flush_interval
+        self.batch_size = batch_size
+        self.on_finalized = on_finalized
+        self._queue: queue.Queue[Event | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._idle = threading.Condition(self._lock)
+
+    def submit(self, event: Event) -> None:
+        """Queue an event; the writer thread starts on first use in each process."""
+        with self._lock:
+            self._ensure_thread()
+            self._pending += 1
+        self._queue.put(event)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+            self._pid = os.getpid()
+            self._queue = queue.Queue()
+            self._pending = 0
+            self._thread = threading.Thread(target=self._loop, name="orchestrator-history",
+                                            daemon=True)
+            self._thread.start()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every queued event is written; False if ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._idle.wait(left):
+                    return not self._pending
+        return True
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is queued, then stop the thread (normal worker shutdown)."""
+        if self._thread is None or self._pid != os.getpid():
+            return
+        done = self.flush(timeout)
+        if not done:
+            log.error("history writer stopped with %d events unwritten", self._pending)
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+        self._thread = None
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = _Batch([first])
+            deadline = time.monotonic() + self.flush_interval
+            stop = self._fill(batch, deadline)
+            self._write(batch)
+            if stop:
+                return
+
+    def _fill(self, batch: _Batch, deadline: float) -> bool:
+        while len(batch.events) < self.batch_size:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return False
+            if item is None:
+                return True
+            batch.events.append(item)
+        return False
+
+    def _write(self, batch: _Batch) -> None:
+        delay = 0.1
+        while True:
+            try:
+                with self.store.engine.begin() as conn:
+                    finalized = batch.write(conn)
+                break
+            except (OperationalError, DBAPIError) as exc:
+                if not _transient(exc):
+                    log.exception("history batch of %d events rejected", len(batch.events))
+                    finalized = []
+                    break
+                log.warning("history write failed (%s); retrying in %.1fs", exc.orig, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        if finalized and self.on_finalized:
+            try:
+                self.on_finalized(finalized)
+            except Exception:
+                log.exception("run-finalized notification failed")
+        with self._idle:
+            self._pending -= len(batch.events)
+            self._idle.notify_all()
+
+
+def _transient(exc: DBAPIError) -> bool:
+    """Connection trouble (retry) as opposed to a statement PostgreSQL refuses (give up)."""
+    return bool(exc.connection_invalidated) or isinstance(exc, OperationalError)
