@@ -106,16 +106,27 @@ UPDATE task_runs SET status = :status, finished_at = :at, error = COALESCE(error
 WHERE run_id = CAST(:run_id AS UUID) AND step_id = ANY(:steps)
   AND status IN ('pending', 'retrying')
 """)
-_FINAL = text("""
-UPDATE workflow_runs SET status = :status, output = CAST(:output AS JSONB), error = :error,
-    error_step = :error_step, finished_at = :at, started_at = COALESCE(started_at, :at)
-WHERE id = CAST(:run_id AS UUID)
-  AND status NOT IN ('succeeded', 'failed', 'cancelled')
+_FAIL = text("""
+UPDATE workflow_runs SET status = 'failed', error = :error, error_step = :error_step,
+    finished_at = :at, started_at = COALESCE(started_at, :at)
+WHERE id = CAST(:run_id AS UUID) AND status NOT IN ('succeeded', 'failed', 'cancelled')
 RETURNING id
 """)
-_SETTLE = text("""
-UPDATE task_runs SET status = 'succeeded'
-WHERE run_id = CAST(:run_id AS UUID) AND status NOT IN ('succeeded', 'failed', 'skipped', 'cancelled')
+_OUTPUT = text("""
+UPDATE workflow_runs SET output = CAST(:output AS JSONB), finished_at = :at
+WHERE id = CAST(:run_id AS UUID) AND status NOT IN ('succeeded', 'failed', 'cancelled')
+""")
+_LOCK = text("""
+SELECT id FROM workflow_runs WHERE id = ANY(CAST(:runs AS UUID[])) ORDER BY id FOR UPDATE
+""")
+# A run succeeds once its sinks reported (output and finished_at written) and every step row
+# says succeeded, whichever of those writes commits last; both lock the run row first.
+_SUCCEED = text("""
+UPDATE workflow_runs r SET status = 'succeeded', started_at = COALESCE(started_at, finished_at)
+WHERE r.id = ANY(CAST(:runs AS UUID[])) AND r.status IN ('pending', 'running')
+  AND r.finished_at IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM task_runs t WHERE t.run_id = r.id AND t.status <> 'succeeded')
+RETURNING r.id
 """)
 _FINISHED = frozenset({"succeeded", "failed", "retrying"})
 
@@ -166,6 +177,11 @@ class _Batch:
     def write(self, conn: Connection) -> list[tuple[str, str]]:
         """Apply the batch in one transaction; returns the runs it finalized."""
         steps = merge_steps([e for e in self.events if isinstance(e, StepEvent)])
+        finals = [e for e in self.events if isinstance(e, RunFinal)]
+        maybe_done = sorted({e.run_id for e in steps if e.status == "succeeded"}
+                            | {e.run_id for e in finals if e.status == "succeeded"})
+        if maybe_done:
+            conn.execute(_LOCK, {"runs": maybe_done})
         starts = [{"run_id": e.run_id, "at": e.started_at or e.at} for e in steps if e.starts_run]
         if starts:
             conn.execute(_RUN_START, starts)
@@ -178,22 +194,25 @@ class _Batch:
         for skip in (e for e in self.events if isinstance(e, SkipSteps)):
             conn.execute(_SKIP, {"run_id": skip.run_id, "steps": list(skip.steps),
                                  "status": skip.status, "at": skip.at, "reason": skip.reason})
-        return [f for e in self.events if isinstance(e, RunFinal) if (f := _finalize(conn, e))]
+        ended = [f for f in finals if _finalize(conn, f)]
+        done = conn.execute(_SUCCEED, {"runs": maybe_done}).all() if maybe_done else []
+        return [(f.run_id, f.status) for f in ended] + [(str(r[0]), "succeeded") for r in done]
 
 
-def _finalize(conn: Connection, final: RunFinal) -> tuple[str, str] | None:
-    changed = conn.execute(_FINAL, {
-        "run_id": final.run_id, "status": final.status, "at": final.at,
-        "output": json.dumps(final.output), "error": final.error, "error_step": final.error_step,
+def _finalize(conn: Connection, final: RunFinal) -> bool:
+    """Write a run's end; True when it was a failure that this call recorded."""
+    if final.status == "succeeded":
+        conn.execute(_OUTPUT, {"run_id": final.run_id, "at": final.at,
+                               "output": json.dumps(final.output)})
+        return False
+    changed = conn.execute(_FAIL, {
+        "run_id": final.run_id, "at": final.at, "error": final.error,
+        "error_step": final.error_step,
     }).first()
     if final.skip:
         conn.execute(_SKIP, {"run_id": final.run_id, "steps": list(final.skip),
                              "status": "skipped", "at": final.at, "reason": final.error})
-    if changed is None:
-        return None
-    if final.status == "succeeded":
-        conn.execute(_SETTLE, {"run_id": final.run_id})
-    return final.run_id, final.status
+    return changed is not None
 
 
 class HistoryWriter:
