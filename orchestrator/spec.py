@@ -174,14 +174,19 @@ def find_cycle(parents: dict[str, list[str]]) -> list[str] | None:
                 stack.append((node, index + 1))
                 dep = deps[index]
                 if state.get(dep) == 1:
-                    cycle = path[path.index(dep) :]
-                    return list(reversed(cycle))
+                    return _rotate(list(reversed(path[path.index(dep) :])), list(parents))
                 if not state.get(dep):
                     stack.append((dep, 0))
             else:
                 state[node] = 2
                 path.pop()
     return None
+
+
+def _rotate(cycle: list[str], declared: list[str]) -> list[str]:
+    """The cycle starting from its first-declared step, for a stable, readable message."""
+    start = min(range(len(cycle)), key=lambda i: declared.index(cycle[i]))
+    return cycle[start:] + cycle[:start]
 
 
 _CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),

@@ -267,11 +267,10 @@ class HistoryWriter:
         """Write what is queued, then stop the thread (normal worker shutdown)."""
         if self._thread is None or self._pid != os.getpid():
             return
-        done = self.flush(timeout)
-        if not done:
+        self._queue.put(None)  # ends the batch being collected; it is written, then the thread exits
+        self._thread.join(timeout)
+        if self._pending:
             log.error("history writer stopped with %d events unwritten", self._pending)
-        self._queue.put(None)
-        self._thread.join(timeout=5)
         self._thread = None
 
     def _loop(self) -> None:
