@@ -153,15 +153,18 @@ class RunHandle:
         return self.record().output
 
     def wait(
-        self, timeout: float | None = 60.0, on_progress: Callable[[RunRecord], None] | None = None
+        self,
+        timeout: float | None = 60.0,
+        on_progress: Callable[[RunRecord], None] | None = None,
+        progress_every: float = 2.0,
     ) -> Any:
         """Block until the run ends; its output, or ``WorkflowFailed`` / ``TimeoutError``.
 
-        Wakes on the run's completion message in Redis, and re-reads PostgreSQL at most every
-        two seconds meanwhile, never in a tight loop.
+        Wakes on the run's completion message in Redis, and meanwhile re-reads PostgreSQL only
+        every ``progress_every`` seconds (calling ``on_progress``), never in a tight loop.
         """
         limit = 10.0**9 if timeout is None else timeout
-        for _announced in self._rt.state.watch_done(self.id, limit, tick=2.0):
+        for _announced in self._rt.state.watch_done(self.id, limit, tick=progress_every):
             record = self.record()
             if RunStatus(record.status).terminal:
                 return self._outcome(record)

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,7 +38,10 @@ def _base_urls(tmp: Path) -> tuple[str, str, Any]:
         return redis_url, db_url, None
     from orchestrator.embedded import start_embedded
 
-    servers = start_embedded(tmp / "embedded")
+    # outside pytest's 0700 temp root: PostgreSQL runs as its own account when we are root
+    data = Path(tempfile.mkdtemp(prefix="orchestrator-test-"))
+    data.chmod(0o755)
+    servers = start_embedded(data / "embedded")
     return servers.redis_url, servers.database_url, servers
 
 

@@ -1,0 +1,164 @@
+"""Run commands: ``run``, ``runs``, ``show``, ``cancel``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from orchestrator.cli.output import as_dict, color_enabled, duration, emit_json, table
+from orchestrator.errors import InputError, WorkflowFailed
+from orchestrator.render import GraphNode, to_text
+from orchestrator.runner import RunHandle, get_run, list_runs, resolve, run_workflow
+from orchestrator.settings import get_settings
+from orchestrator.status import Trigger
+from orchestrator.tracking.store import RunRecord, StepRecord
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser("run", help="start a run of a workflow (optionally wait for it)")
+    run.add_argument("workflow", help="a registered workflow name (Python or YAML)")
+    run.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE",
+                     help="an input; VALUE is parsed as JSON when it can be (repeatable)")
+    run.add_argument("--idempotency-key", help="a second run with this key returns the first")
+    run.add_argument("--wait", action="store_true", help="wait, showing progress, and print the output")
+    run.add_argument("--timeout", type=float, default=None, help="seconds --wait waits (forever)")
+    run.add_argument("--json", action="store_true", help="print JSON")
+    run.set_defaults(handler=cmd_run)
+
+    runs = sub.add_parser("runs", help="list runs, newest first")
+    runs.add_argument("--workflow", "-w", help="only runs of this workflow")
+    runs.add_argument("--status", "-s", help="only runs with this status")
+    runs.add_argument("--limit", "-n", type=int, default=20, help="at most this many (20)")
+    runs.add_argument("--json", action="store_true", help="print JSON")
+    runs.set_defaults(handler=cmd_runs)
+
+    show = sub.add_parser("show", help="a run's steps, attempts, errors, timings and DAG")
+    show.add_argument("run_id")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(handler=cmd_show)
+
+    cancel = sub.add_parser("cancel", help="cancel a run: nothing new starts")
+    cancel.add_argument("run_id")
+    cancel.set_defaults(handler=cmd_cancel)
+
+
+def parse_inputs(pairs: list[str], workflow: str) -> dict[str, Any]:
+    """``key=value`` pairs; values are JSON where they parse, strings otherwise."""
+    inputs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise InputError(workflow, f"--input {pair!r} is not KEY=VALUE")
+        try:
+            inputs[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            inputs[key] = raw
+    return inputs
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    spec = resolve(args.workflow)
+    handle = run_workflow(spec, parse_inputs(args.input, spec.name), trigger=Trigger.CLI,
+                          idempotency_key=args.idempotency_key)
+    if not args.wait:
+        print(json.dumps({"run_id": handle.id}) if args.json else handle.id)
+        return 0
+    print(f"run {handle.id} of {spec.name}: {len(spec.steps)} steps", file=sys.stderr)
+    progress = Progress(handle)
+    try:
+        output = handle.wait(timeout=args.timeout, on_progress=progress, progress_every=0.5)
+    except WorkflowFailed as exc:
+        progress.done()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    progress.done()
+    print(json.dumps(output, indent=None if args.json else 2, default=str))
+    return 0
+
+
+class Progress:
+    """Prints ``steps done / total, current step`` while a run is waited on."""
+
+    def __init__(self, handle: RunHandle) -> None:
+        self.handle = handle
+        self.tty = sys.stderr.isatty()
+        self.last = ""
+
+    def __call__(self, record: RunRecord) -> None:
+        steps = self.handle.steps()
+        done = sum(s.status in ("succeeded", "skipped") for s in steps)
+        running = [s.step_id for s in steps if s.status in ("running", "retrying")]
+        line = f"[{done}/{len(steps)}] {record.status}" + (
+            f": {', '.join(running[:3])}" if running else "")
+        if line != self.last:
+            print(("\r\033[K" if self.tty else "") + line, end="" if self.tty else "\n",
+                  file=sys.stderr, flush=True)
+            self.last = line
+
+    def done(self) -> None:
+        self(self.handle.record())
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    runs = list_runs(workflow=args.workflow, status=args.status, limit=args.limit)
+    if args.json:
+        emit_json([as_dict(r) for r in runs])
+        return 0
+    rows = [(r.id, r.workflow, r.status, r.trigger, r.created_at,
+             duration(r.started_at, r.finished_at), r.error_step) for r in runs]
+    print(table(["run", "workflow", "status", "trigger", "created", "took", "failed at"], rows))
+    return 0
+
+
+def flower_link(step: StepRecord) -> str:
+    return f"{get_settings().flower_url.rstrip('/')}/task/{step.celery_task_id}"
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    handle = get_run(args.run_id)
+    record, steps = handle.record(), handle.steps()
+    if args.json:
+        emit_json({"run": as_dict(record), "steps": [
+            {**as_dict(s), "flower": flower_link(s)} for s in steps]})
+        return 0
+    print(f"run {record.id}  workflow {record.workflow}  {record.status}  "
+          f"({duration(record.started_at, record.finished_at)}, trigger {record.trigger})")
+    if record.error:
+        print(f"error at {record.error_step or '-'}: {record.error}")
+    print()
+    print(table(["step", "task", "status", "attempts", "took", "error", "flower"],
+                [(s.step_id, s.task, s.status, s.attempts, duration(s.started_at, s.finished_at),
+                  _short(s.error), flower_link(s)) for s in steps]))
+    failed = [a for s in steps for a in s.attempt_log if a.status in ("failed", "retrying")]
+    for attempt in failed:
+        print(f"\nattempt {attempt.attempt} on {attempt.worker}: {attempt.error}")
+    print()
+    print(to_text(graph_nodes(handle, steps), color=color_enabled()))
+    return 0
+
+
+def graph_nodes(handle: RunHandle, steps: list[StepRecord]) -> list[GraphNode]:
+    from orchestrator.runtime import runtime
+
+    record = handle.record()
+    spec_data = runtime().store.load_spec(record.workflow_version) or {"steps": []}
+    status = {s.step_id: s.status for s in steps}
+    return [GraphNode(s["id"], s["task"], tuple(s.get("after") or ()), status.get(s["id"]))
+            for s in spec_data["steps"]]
+
+
+def _short(text: str | None, width: int = 60) -> str | None:
+    if not text:
+        return None
+    line = text.strip().splitlines()[0]
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    changed = get_run(args.run_id).cancel(reason="cancelled from the CLI")
+    print(f"run {args.run_id} " + ("cancelled" if changed else "had already ended"))
+    return 0
