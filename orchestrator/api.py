@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError as PydanticValidationError
+
 from orchestrator import registry
+from orchestrator.errors import ValidationError
 from orchestrator.runner import RunHandle, run_workflow
 from orchestrator.spec import RetrySpec, ScheduleSpec, StepSpec, WorkflowSpec
 
@@ -32,11 +35,22 @@ def Step(  # noqa: N802 - reads as a type where it is used: Workflow(steps=[Step
     **options: Any,
 ) -> StepSpec:
     """A step: ``task`` (a task object or its registered name) run after the ``after`` steps."""
-    return StepSpec.model_validate({
+    return _validated(StepSpec, f"step {id!r}", {
         "id": id, "task": task_name(task), "after": after, "kwargs": kwargs or {},
         "queue": queue, "retry": retry, "timeout": timeout, "soft_timeout": soft_timeout,
         "options": options,
     })
+
+
+def _validated(model: Any, what: str, data: dict[str, Any], workflow: str = "") -> Any:
+    """``model.model_validate(data)``, with pydantic's errors as our ``ValidationError``."""
+    try:
+        return model.model_validate(data)
+    except PydanticValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ValidationError(workflow or "<python>", f"invalid {what}: {problems}") from exc
 
 
 class Workflow:
@@ -60,17 +74,19 @@ class Workflow:
     def step(self, id: str, task: Any, after: str | list[str] | None = None, **options: Any
              ) -> Workflow:
         """Add a step (see :func:`Step` for the options); returns the workflow for chaining."""
-        self._steps.append(Step(id, task, after, **options))
+        try:
+            self._steps.append(Step(id, task, after, **options))
+        except ValidationError as exc:
+            raise ValidationError(self.name, str(exc).split(": ", 1)[1], step=id) from exc
         return self
 
     @property
     def spec(self) -> WorkflowSpec:
         """The validated spec; raises the first validation error, naming workflow and step."""
         schedule = {"cron": self.schedule} if isinstance(self.schedule, str) else self.schedule
-        spec = WorkflowSpec.model_validate({
-            "name": self.name, "description": self.description, "schedule": schedule,
-            "deadline": self.deadline, "steps": self._steps,
-        })
+        data = {"name": self.name, "description": self.description, "schedule": schedule,
+                "deadline": self.deadline, "steps": self._steps}
+        spec = _validated(WorkflowSpec, "workflow definition", data, self.name)
         return registry.register(spec)
 
     def run(self, inputs: dict[str, Any] | None = None, **options: Any) -> RunHandle:

@@ -17,7 +17,7 @@ from orchestrator.app import CeleryCatalog, get_app
 from orchestrator.planner import Plan, build_plan
 from orchestrator.settings import Settings, get_settings
 from orchestrator.spec import WorkflowSpec
-from orchestrator.stores import RunState
+from orchestrator.stores.runs import RunState
 from orchestrator.tracking.store import HistoryStore
 from orchestrator.tracking.writer import HistoryWriter
 

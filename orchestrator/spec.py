@@ -190,7 +190,7 @@ def _rotate(cycle: list[str], declared: list[str]) -> list[str]:
 
 
 _CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
-                ("day of week", 0, 7))
+                ("day of week", 0, 6))
 _NAMES = {
     3: "jan feb mar apr may jun jul aug sep oct nov dec".split(),
     4: "sun mon tue wed thu fri sat".split(),
@@ -263,9 +263,16 @@ def check_inputs(spec: WorkflowSpec, inputs: dict[str, Any], catalog: TaskCatalo
     if not isinstance(inputs, dict) or not all(isinstance(k, str) for k in inputs):
         raise InputError(spec.name, "inputs must be a mapping of names to values")
     try:
-        json.dumps(inputs, allow_nan=False)
+        same = json.loads(json.dumps(inputs, allow_nan=False)) == inputs
     except (TypeError, ValueError) as exc:
-        raise InputError(spec.name, f"inputs are not JSON-serializable ({exc}); pass plain JSON values") from exc
+        raise InputError(
+            spec.name, f"inputs are not JSON-serializable ({exc}); pass plain JSON values"
+        ) from exc
+    if not same:
+        raise InputError(
+            spec.name, "inputs would change on the way to the steps (JSON has no tuples and "
+            "only string keys); pass lists and string keys",
+        )
     for step in spec.steps:
         sig = catalog.signature_of(step.task)
         if not step.after and sig is not None:
