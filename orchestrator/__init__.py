@@ -2,6 +2,8 @@
 
 from orchestrator.api import Step, Workflow
 from orchestrator.app import create_app, task
+from orchestrator.backoff import RetryPolicy, retry
+from orchestrator.breaker import BreakerConfig, circuit_breaker
 from orchestrator.context import current_run
 from orchestrator.errors import (
     CircuitOpenError,
@@ -27,6 +29,10 @@ from orchestrator.status import RunStatus, StepStatus, Trigger
 Schedule = ScheduleSpec
 
 __all__ = [
+    "BreakerConfig",
+    "RetryPolicy",
+    "circuit_breaker",
+    "retry",
     "CircuitOpenError",
     "CycleError",
     "DuplicateStepError",

@@ -16,7 +16,7 @@ _default: Celery | None = None
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings derived from ours: JSON only, late acks, events on, results expiring."""
-    visibility = {"visibility_timeout": 3600}
+    visibility = {"visibility_timeout": settings.visibility_timeout}
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.backend_url,

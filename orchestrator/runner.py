@@ -11,7 +11,8 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from orchestrator import registry
 from orchestrator.canvas import CanvasBuilder, task_id
-from orchestrator.errors import RunNotFound, ServiceUnavailable, WorkflowFailed
+from orchestrator.errors import InvalidTransition, RunNotFound, ServiceUnavailable, WorkflowFailed
+from orchestrator.maintenance import schedule_deadline
 from orchestrator.planner import build_plan
 from orchestrator.runtime import PlanKey, Runtime, runtime
 from orchestrator.settings import redact
@@ -75,6 +76,8 @@ def submit(spec: WorkflowSpec, sub: Submission) -> RunHandle:
     rt.state.init_run(run_id, sub.inputs, done)
     builder = CanvasBuilder(rt.app, spec, plan, run_id, sub.inputs, resumed=bool(done))
     _publish(rt, builder, plan.start)
+    if spec.deadline:
+        schedule_deadline(run_id, spec.deadline)
     return RunHandle(run_id, rt)
 
 
@@ -196,6 +199,24 @@ class RunHandle:
             self._rt.app.control.revoke(pending)
         self._rt.state.notify_done(self.id, "cancelled")
         return True
+
+    def retry(self) -> RunHandle:
+        """A new run of this failed or cancelled run: succeeded steps keep their outputs, only
+        failed and never-run steps execute (``parent_run_id`` is this run)."""
+        record = self.record()
+        if record.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+            raise InvalidTransition(
+                f"run {self.id} is {record.status}; only failed or cancelled runs can be retried"
+            )
+        data = self._rt.store.load_spec(record.workflow_version)
+        if data is None:
+            raise RunNotFound(self.id)
+        spec = WorkflowSpec.model_validate(data)
+        done = {s.step_id: s.result for s in self.steps() if s.status == StepStatus.SUCCEEDED}
+        return submit(spec, Submission(
+            inputs=record.inputs, trigger=Trigger.RETRY, correlation_id=record.correlation_id,
+            tenant_id=record.tenant_id, parent_run_id=self.id, done=done,
+        ))
 
     def step_status(self) -> dict[str, StepStatus]:
         return {s.step_id: StepStatus(s.status) for s in self.steps()}

@@ -17,6 +17,8 @@ from orchestrator.app import CeleryCatalog, get_app
 from orchestrator.planner import Plan, build_plan
 from orchestrator.settings import Settings, get_settings
 from orchestrator.spec import WorkflowSpec
+from orchestrator.stores.breakers import RedisBreakerStore
+from orchestrator.stores.delays import DelayedMessages
 from orchestrator.stores.runs import RunState
 from orchestrator.tracking.store import HistoryStore
 from orchestrator.tracking.writer import HistoryWriter
@@ -52,6 +54,19 @@ class Runtime:
         return RunState(self.settings.state_url, self.settings.result_expires)
 
     @cached_property
+    def breakers(self) -> RedisBreakerStore:
+        return RedisBreakerStore(self.state.client)
+
+    @cached_property
+    def delays(self) -> DelayedMessages:
+        return DelayedMessages(self.state.client)
+
+    @property
+    def longest_broker_delay(self) -> float:
+        """Longer delays are kept in Redis: a broker ETA past the visibility timeout runs twice."""
+        return self.settings.visibility_timeout / 2
+
+    @cached_property
     def writer(self) -> HistoryWriter:
         return HistoryWriter(
             self.store,
@@ -72,7 +87,7 @@ class Runtime:
         """Import the task modules and the YAML workflows once per process."""
         if self._modules_loaded:
             return
-        self.app  # noqa: B018 - the app must exist before task modules register on it
+        importlib.import_module("orchestrator.maintenance")  # the app and its own tasks
         for name in self.settings.task_modules:
             try:
                 importlib.import_module(name)

@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     result_expires: int = Field(
         7 * 24 * 3600, description="Seconds Celery results and per-run Redis state are kept."
     )
+    visibility_timeout: int = Field(
+        3600,
+        description="Seconds before Redis redelivers an unacknowledged message; retry delays "
+        "longer than half of it are kept durably in Redis instead of as broker ETAs.",
+    )
+    retention_days: float = Field(
+        30, description="Runs older than this many days are deleted by the periodic cleanup."
+    )
     history_flush_interval: float = Field(
         0.05, description="Longest a history event waits in a worker before it is written."
     )

@@ -18,7 +18,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from orchestrator.status import RUN_TERMINAL, STEP_TERMINAL
-from orchestrator.tracking.models import TaskAttempt, TaskRun, WorkflowRun, WorkflowSpecRow
+from orchestrator.tracking.models import (
+    DeadLetter,
+    TaskAttempt,
+    TaskRun,
+    WorkflowRun,
+    WorkflowSpecRow,
+)
 
 TERMINAL_STEPS = tuple(sorted(STEP_TERMINAL))
 TERMINAL_RUNS = tuple(sorted(RUN_TERMINAL))
@@ -238,6 +244,50 @@ class HistoryStore:
                 .values(status="cancelled", finished_at=text("now()"))
             )
         return True
+
+    def fail_run(self, run_id: str, error: str, unstarted: str = "cancelled") -> bool:
+        """End a run as failed (e.g. its deadline passed); steps not started get ``unstarted``."""
+        key = uuid.UUID(str(run_id))
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(WorkflowRun)
+                .where(WorkflowRun.id == key, WorkflowRun.status.not_in(TERMINAL_RUNS))
+                .values(status="failed", error=error, finished_at=text("now()"))
+                .returning(WorkflowRun.id)
+            ).first()
+            if changed is None:
+                return False
+            conn.execute(
+                update(TaskRun)
+                .where(TaskRun.run_id == key, TaskRun.status.in_(("pending", "retrying")))
+                .values(status=unstarted, error=error, finished_at=text("now()"))
+            )
+        return True
+
+    # -- dead letters ---------------------------------------------------------------------------
+
+    def dead_letters(self, limit: int = 50, include_replayed: bool = False) -> list[DeadLetter]:
+        query = select(DeadLetter).order_by(DeadLetter.id.desc()).limit(limit)
+        if not include_replayed:
+            query = query.where(DeadLetter.replayed_at.is_(None))
+        with Session(self.engine) as session:
+            rows = list(session.scalars(query))
+            session.expunge_all()
+            return rows
+
+    def dead_letter(self, letter_id: int) -> DeadLetter | None:
+        with Session(self.engine) as session:
+            row = session.get(DeadLetter, letter_id)
+            if row is not None:
+                session.expunge(row)
+            return row
+
+    def mark_replayed(self, letter_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(DeadLetter).where(DeadLetter.id == letter_id)
+                .values(replayed_at=text("now()"))
+            )
 
     def unfinished_task_ids(self, run_id: str) -> list[str]:
         key = uuid.UUID(str(run_id))

@@ -70,7 +70,23 @@ class RunFinal:
     skip: tuple[str, ...] = ()
 
 
-Event = StepEvent | SkipSteps | RunFinal
+@dataclass(frozen=True)
+class DeadLetterEvent:
+    """A message that failed for good: exhausted attempts, bad arguments, unregistered task."""
+
+    task: str
+    reason: str
+    at: datetime
+    run_id: str | None = None
+    step_id: str | None = None
+    celery_task_id: str | None = None
+    args: Any = None
+    kwargs: Any = None
+    error: str | None = None
+    traceback: str | None = None
+
+
+Event = StepEvent | SkipSteps | RunFinal | DeadLetterEvent
 
 _STEP = text("""
 UPDATE task_runs SET status = :status,
@@ -127,6 +143,12 @@ WHERE r.id = ANY(CAST(:runs AS UUID[])) AND r.status IN ('pending', 'running')
   AND r.finished_at IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM task_runs t WHERE t.run_id = r.id AND t.status <> 'succeeded')
 RETURNING r.id
+""")
+_DEAD = text("""
+INSERT INTO dead_letters (run_id, step_id, task, celery_task_id, args, kwargs, error, traceback,
+                          reason, created_at)
+VALUES (CAST(:run_id AS UUID), :step_id, :task, :celery_task_id, CAST(:args AS JSONB),
+        CAST(:kwargs AS JSONB), :error, :traceback, :reason, :at)
 """)
 _FINISHED = frozenset({"succeeded", "failed", "retrying"})
 
@@ -194,9 +216,21 @@ class _Batch:
         for skip in (e for e in self.events if isinstance(e, SkipSteps)):
             conn.execute(_SKIP, {"run_id": skip.run_id, "steps": list(skip.steps),
                                  "status": skip.status, "at": skip.at, "reason": skip.reason})
+        dead = [_dead_params(e) for e in self.events if isinstance(e, DeadLetterEvent)]
+        if dead:
+            conn.execute(_DEAD, dead)
         ended = [f for f in finals if _finalize(conn, f)]
         done = conn.execute(_SUCCEED, {"runs": maybe_done}).all() if maybe_done else []
         return [(f.run_id, f.status) for f in ended] + [(str(r[0]), "succeeded") for r in done]
+
+
+def _dead_params(event: DeadLetterEvent) -> dict[str, Any]:
+    return {
+        "run_id": event.run_id, "step_id": event.step_id, "task": event.task,
+        "celery_task_id": event.celery_task_id, "args": json.dumps(event.args, default=repr),
+        "kwargs": json.dumps(event.kwargs, default=repr), "error": event.error,
+        "traceback": event.traceback, "reason": event.reason, "at": event.at,
+    }
 
 
 def _finalize(conn: Connection, final: RunFinal) -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 from celery import signals
 
-from orchestrator import current_run, task
+from orchestrator import circuit_breaker, current_run, retry, task
 
 
 @task
@@ -78,3 +78,80 @@ def _log_publish(body: Any = None, headers: dict[str, Any] | None = None, **_: A
     size = len(json.dumps(body, default=str)) + len(json.dumps(headers, default=str))
     name = (headers or {}).get("task", "?")
     client.rpush("test:published", json.dumps([name, size]))
+
+
+# -- resilience -------------------------------------------------------------------------------
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["ORCHESTRATOR_REDIS_URL"])
+
+
+def calls(key: str) -> list[dict[str, Any]]:
+    """What the tasks below recorded under ``key``."""
+    return [json.loads(x) for x in _redis().lrange(f"test:calls:{key}", 0, -1)]
+
+
+def _note(key: str, **fields: Any) -> None:
+    _redis().rpush(f"test:calls:{key}", json.dumps({"at": time.time(), **fields}))
+
+
+@task
+@retry(max_attempts=4, base_delay=1.0, backoff=2.0, jitter=False, on=(ConnectionError,))
+def flaky(key: str, succeed_on: int = 3) -> int:
+    """Fails with ConnectionError until attempt ``succeed_on``."""
+    _note(key, attempt=current_run.attempt)
+    if current_run.attempt < succeed_on:
+        raise ConnectionError(f"attempt {current_run.attempt} failed")
+    return current_run.attempt
+
+
+@task
+@retry(max_attempts=4, on=(ConnectionError,))
+def picky(key: str) -> None:
+    """Raises an error its policy does not retry."""
+    _note(key, attempt=current_run.attempt)
+    raise ValueError("not retryable")
+
+
+@task
+@circuit_breaker("test-breaker", failure_threshold=3, reset_timeout=2.0)
+def guarded(key: str, *args: Any) -> str:
+    """Fails while the Redis flag ``test:down:<key>`` is set; each call takes 0.3 s."""
+    start = time.time()
+    time.sleep(0.3)
+    failing = bool(_redis().exists(f"test:down:{key}"))
+    _note(key, start=start, end=time.time(), ok=not failing, pid=os.getpid())
+    if failing:
+        raise ConnectionError("downstream is down")
+    return "ok"
+
+
+@task
+def stubborn(seconds: float) -> str:
+    """Ignores the soft time limit, so only the hard limit stops it."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    end = time.time() + seconds
+    while time.time() < end:
+        try:
+            time.sleep(0.1)
+        except SoftTimeLimitExceeded:
+            continue
+    return "finished"
+
+
+@task
+def switch(*args: Any, key: str) -> str:
+    """Fails while the Redis flag ``test:down:<key>`` is set."""
+    _note(key, attempt=current_run.attempt)
+    if _redis().exists(f"test:down:{key}"):
+        raise RuntimeError(f"{key} is switched off")
+    return f"{key} ok"
+
+
+def set_down(key: str, down: bool) -> None:
+    if down:
+        _redis().set(f"test:down:{key}", 1)
+    else:
+        _redis().delete(f"test:down:{key}")
