@@ -42,7 +42,7 @@ class CanvasBuilder:
 
     def __init__(
         self, app: Celery, spec: WorkflowSpec, plan: Plan, run_id: str, inputs: dict[str, Any],
-        resumed: bool = False,
+        resumed: bool = False, epoch: int = 0, attempts: dict[str, int] | None = None,
     ) -> None:
         self.app = app
         self.spec = spec
@@ -50,6 +50,8 @@ class CanvasBuilder:
         self.run_id = run_id
         self.inputs = inputs
         self.resumed = resumed
+        self.epoch = epoch
+        self.attempts = attempts or {}
         self._steps = {s.id: s for s in spec.steps}
 
     def context(self, step_id: str) -> dict[str, Any]:
@@ -57,6 +59,10 @@ class CanvasBuilder:
                "version": self.plan.version}
         if self.resumed:
             ctx["resumed"] = True
+        if self.epoch:
+            ctx["epoch"] = self.epoch
+        if self.attempts.get(step_id, 1) > 1:
+            ctx["attempt"] = self.attempts[step_id]
         return ctx
 
     def signature(self, step_id: str) -> Signature:

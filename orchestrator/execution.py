@@ -14,7 +14,10 @@ history goes to the batched writer.
 from __future__ import annotations
 
 import inspect
+import os
+import threading
 import time
+import uuid
 import traceback as tb
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +33,8 @@ from orchestrator.context import RunContext, reset_current, set_current
 from orchestrator.errors import CircuitOpenError
 from orchestrator.planner import Plan, StepPlan
 from orchestrator.runtime import PlanKey, Runtime, runtime
+from orchestrator.stores.runs import Claim
+from orchestrator.stores.runs import key as run_key
 from orchestrator.spec import StepSpec, WorkflowSpec
 from orchestrator.tracking.writer import DeadLetterEvent, RunFinal, SkipSteps, StepEvent
 
@@ -96,22 +101,29 @@ class Step:
         self.run_id: str = ctx["run_id"]
         self.step_id: str = ctx["step_id"]
         self.resumed = bool(ctx.get("resumed"))
-        key = PlanKey(ctx["version"], self.run_id if self.resumed else None)
+        self.epoch = int(ctx.get("epoch", 0))
+        key = PlanKey(ctx["version"], self.run_id if self.resumed or self.epoch else None,
+                      self.epoch)
         self.spec: WorkflowSpec
         self.plan: Plan
         self.spec, self.plan = self.rt.plan(key)
         self.info: StepPlan = self.plan.steps[self.step_id]
         self.attempt = int(ctx.get("attempt", 1))
         self.policy = effective_policy(task, self.spec.step(self.step_id))
+        self.owner = f"{task.request.hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def execute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         parents = list(self.info.parents) if self.info.mode == "fetch" else []
-        flag, results = self.rt.state.begin_step(self.run_id, parents)
-        if flag in ("cancelled", "failed"):
-            self._stand_down(flag)
+        claim = self._claim(parents)
+        if claim.outcome == "done":
+            return self._already_done(claim.result)
+        if claim.outcome != "go":
+            raise Ignore()  # another live delivery is executing this step
+        if claim.deliveries > self.rt.settings.max_deliveries:
+            self._undeliverable(claim.deliveries, args, kwargs)
         if self.info.mode == "fetch":
-            first = results[0] if len(results) == 1 else dict(zip(parents, results, strict=True))
-            args = (first,)
+            values = claim.parents
+            args = (values[0] if len(values) == 1 else dict(zip(parents, values, strict=True)),)
         trial = self._ask_breaker()
         self._record("running", starts_run=not self.plan.segments[self.info.segment].trigger)
         token = set_current(RunContext(
@@ -125,8 +137,50 @@ class Step:
             raise
         finally:
             reset_current(token)
+            LEASES.drop(self.lease_key)
         self._succeeded(result)
         return result
+
+    @property
+    def lease_key(self) -> str:
+        return run_key(self.run_id, f"lease:{self.step_id}:{self.attempt}")
+
+    def _claim(self, parents: list[str]) -> Claim:
+        """Claim the step; a paused run parks it, a cancelled or failed run stands it down."""
+        lease_ms = int(self.rt.settings.lease_seconds * 1000)
+        while True:
+            claim = self.rt.state.claim(self.run_id, self.step_id, self.attempt, self.owner,
+                                        lease_ms, parents)
+            if claim.outcome == "go":
+                LEASES.keep(self.lease_key, self.owner)
+                return claim
+            if claim.flag != "paused" or claim.outcome != "flag":
+                if claim.outcome == "flag":
+                    self._stand_down(claim.flag or "cancelled")
+                return claim
+            request = self.task.request
+            sig = self.task.signature_from_request(request, request.args, request.kwargs)
+            if self.rt.state.park(self.run_id, dict(sig)):
+                raise Ignore()  # published again by resume()
+
+    def _already_done(self, result: Any) -> Any:
+        """A redelivered step that had succeeded: finish what its first delivery may not have."""
+        if self.task.AsyncResult(self.task.request.id).state == "SUCCESS":
+            raise Ignore()
+        self._succeeded(result, recheck=True)
+        return result
+
+    def _undeliverable(self, deliveries: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+                       ) -> None:
+        """The attempt was delivered again and again (its process keeps dying): give up on it."""
+        error = (f"attempt {self.attempt} was delivered {deliveries} times without finishing "
+                 f"(its worker process died each time; limit ORCHESTRATOR_MAX_DELIVERIES="
+                 f"{self.rt.settings.max_deliveries})")
+        self.rt.state.release(self.run_id, self.step_id, self.attempt, self.owner)
+        self._record("failed", error=error)
+        self._dead_letter("too_many_deliveries", args, kwargs, error, None)
+        fail_run(self.rt, self.run_id, self.plan, self.step_id, error)
+        raise Ignore()
 
     def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any], trial: bool | None) -> Any:
         try:
@@ -145,6 +199,10 @@ class Step:
         decision, wait = self.rt.breakers.acquire(cfg)
         if decision == "defer":
             # not an attempt: the same attempt number is delivered again once the breaker allows
+            self.rt.state.release(self.run_id, self.step_id, self.attempt, self.owner)
+            self.rt.state.client.decr(run_key(self.run_id, f"deliveries:{self.step_id}:"
+                                                           f"{self.attempt}"))
+            LEASES.drop(self.lease_key)
             raise self.task.retry(countdown=wait, max_retries=None)
         return decision == "trial"
 
@@ -166,34 +224,41 @@ class Step:
         error = f"{type(exc).__name__}: {exc}"
         trace = "".join(tb.format_exception(exc))
         retryable = not isinstance(exc, BadArguments)
+        self.rt.state.release(self.run_id, self.step_id, self.attempt, self.owner)
         if retryable and self.policy and self.policy.should_retry(exc, self.attempt):
             self._record("retrying", error=error, traceback=trace)
             schedule_retry(self.task, self.task.request, self.ctx, self.policy.delay(self.attempt),
                            exc)
         self._record("failed", error=error, traceback=trace)
-        self.rt.writer.submit(DeadLetterEvent(
-            task=self.task.name, reason="bad_arguments" if not retryable else "exhausted",
-            at=now(), run_id=self.run_id, step_id=self.step_id,
-            celery_task_id=self.task.request.id, args=list(args), kwargs=kwargs,
-            error=error, traceback=trace,
-        ))
+        self._dead_letter("exhausted" if retryable else "bad_arguments", args, kwargs, error, trace)
         fail_run(self.rt, self.run_id, self.plan, self.step_id, error)
 
-    def _succeeded(self, result: Any) -> None:
-        self._record("succeeded", result=result)
-        joins = list(self.info.triggers)
+    def _dead_letter(self, reason: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     error: str, trace: str | None) -> None:
+        self.rt.writer.submit(DeadLetterEvent(
+            task=self.task.name, reason=reason, at=now(), run_id=self.run_id,
+            step_id=self.step_id, celery_task_id=self.task.request.id, args=list(args),
+            kwargs=kwargs, error=error, traceback=trace,
+        ))
+
+    def _succeeded(self, result: Any, recheck: bool = False) -> None:
+        if not recheck:
+            self._record("succeeded", result=result)
+        joins = [f"{self.epoch}:{index}" for index in self.info.triggers]
         counts, sinks_done = self.rt.state.finish_step(
-            self.run_id, self.step_id, result, joins, self.info.sink
+            self.run_id, self.step_id, result, joins, self.info.sink, self.attempt, self.owner
         )
-        for index, count in zip(joins, counts, strict=True):
+        for index, (added, size) in zip(self.info.triggers, counts, strict=True):
             segment = self.plan.segments[index]
-            if count == len(segment.trigger):
+            if size == len(segment.trigger) and (added or recheck):
                 self._builder().publish(segment)
-        if sinks_done is not None and sinks_done == len(self.plan.sinks):
-            self._finish_run()
+        if sinks_done is not None and sinks_done[1] == len(self.spec.sinks):
+            if sinks_done[0] or recheck:
+                self._finish_run()
 
     def _builder(self) -> CanvasBuilder:
-        return CanvasBuilder(self.rt.app, self.spec, self.plan, self.run_id, {}, self.resumed)
+        return CanvasBuilder(self.rt.app, self.spec, self.plan, self.run_id, {}, self.resumed,
+                             self.epoch)
 
     def _finish_run(self) -> None:
         sinks = self.spec.sinks
@@ -248,6 +313,42 @@ def hard_timeout(task: StepTask, ctx: dict[str, Any], request: Request, timeout:
         pass
     finally:
         task.pop_request()
+
+
+class LeaseKeeper:
+    """Keeps the leases of the steps running in this process alive (a thread per process)."""
+
+    def __init__(self) -> None:
+        self._leases: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._pid = 0
+
+    def keep(self, lease: str, owner: str) -> None:
+        with self._lock:
+            self._leases[lease] = owner
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                threading.Thread(target=self._renew, name="orchestrator-leases",
+                                 daemon=True).start()
+
+    def drop(self, lease: str) -> None:
+        with self._lock:
+            self._leases.pop(lease, None)
+
+    def _renew(self) -> None:
+        rt = runtime()
+        period = rt.settings.lease_seconds / 3
+        while True:
+            time.sleep(period)
+            with self._lock:
+                leases = dict(self._leases)
+            try:
+                rt.state.renew(leases, int(rt.settings.lease_seconds * 1000))
+            except Exception:  # Redis away: the leases lapse and the reconciler recovers
+                continue
+
+
+LEASES = LeaseKeeper()
 
 
 def shutdown() -> None:

@@ -13,7 +13,7 @@ from orchestrator import registry
 from orchestrator.canvas import CanvasBuilder, task_id
 from orchestrator.errors import InvalidTransition, RunNotFound, ServiceUnavailable, WorkflowFailed
 from orchestrator.maintenance import schedule_deadline
-from orchestrator.planner import build_plan
+from orchestrator.planner import Plan, build_plan
 from orchestrator.runtime import PlanKey, Runtime, runtime
 from orchestrator.settings import redact
 from orchestrator.spec import WorkflowSpec, check_inputs, check_tasks
@@ -73,24 +73,33 @@ def submit(spec: WorkflowSpec, sub: Submission) -> RunHandle:
     if not created:
         return RunHandle(final_id, rt)
     rt.remember(PlanKey(spec.version, run_id if done else None), spec, plan)
-    rt.state.init_run(run_id, sub.inputs, done)
+    rt.state.init_run(run_id, sub.inputs, done, [s for s in spec.sinks if s in done])
+    if sub.parent_run_id:
+        rt.store.add_event(sub.parent_run_id, "retried", f"as run {run_id}")
     builder = CanvasBuilder(rt.app, spec, plan, run_id, sub.inputs, resumed=bool(done))
-    _publish(rt, builder, plan.start)
+    publish_start(rt, builder, plan)
     if spec.deadline:
         schedule_deadline(run_id, spec.deadline)
     return RunHandle(run_id, rt)
 
 
-def _publish(rt: Runtime, builder: CanvasBuilder, segments: list[Any]) -> None:
+def publish_start(rt: Runtime, builder: CanvasBuilder, plan: Plan) -> None:
+    """Publish the segments a run starts with, then note that it was published.
+
+    A broker that cannot be reached fails the run (it is never left pending) and raises.
+    """
     try:
-        for segment in segments:
+        for segment in plan.start:
             builder.publish(segment)
-    except KombuOperationalError as exc:
+    except (KombuOperationalError, OSError) as exc:
+        error = f"not published: the broker at {redact(rt.settings.broker_url)} is unreachable"
+        rt.store.fail_run(builder.run_id, error)
         raise ServiceUnavailable(
             "the Celery broker", redact(rt.settings.broker_url), str(exc),
-            f"Run {builder.run_id} is recorded as pending; start the broker or set "
-            "ORCHESTRATOR_BROKER_URL",
+            f"Run {builder.run_id} was recorded and marked failed; start the broker (or set "
+            "ORCHESTRATOR_BROKER_URL) and submit again",
         ) from exc
+    rt.store.mark_published(builder.run_id)
 
 
 def run_workflow(
@@ -194,11 +203,41 @@ class RunHandle:
         self._rt.state.set_flag(self.id, "cancelled")
         if not self._rt.store.cancel_run(self.id, reason):
             return False
+        self._rt.state.resume(self.id)  # parked messages of a paused run are dropped
+        self._rt.store.add_event(self.id, "cancelled", reason)
         pending = self._rt.store.unfinished_task_ids(self.id)
         if pending:
             self._rt.app.control.revoke(pending)
         self._rt.state.notify_done(self.id, "cancelled")
         return True
+
+    def pause(self) -> bool:
+        """Steps not yet started wait (running ones finish); False if the run had ended."""
+        if not self._rt.store.transition(self.id, ("pending", "running"), RunStatus.PAUSED):
+            self._refuse("paused", (RunStatus.PENDING, RunStatus.RUNNING))
+        self._rt.state.set_flag(self.id, "paused")
+        self._rt.store.add_event(self.id, "paused")
+        return True
+
+    def resume(self) -> bool:
+        """Publish the steps that waited while the run was paused."""
+        if not self._rt.store.transition(self.id, ("paused",), RunStatus.RUNNING):
+            self._refuse("resumed", (RunStatus.PAUSED,))
+        parked = self._rt.state.resume(self.id)
+        for message in parked:
+            self._rt.app.signature(message).apply_async()
+        self._rt.store.add_event(self.id, "resumed", f"{len(parked)} waiting steps published")
+        return True
+
+    def _refuse(self, action: str, allowed: tuple[RunStatus, ...]) -> None:
+        status = self.record().status
+        raise InvalidTransition(
+            f"run {self.id} is {status}; only a {' or '.join(allowed)} run can be {action}"
+        )
+
+    def events(self) -> list[tuple[Any, str, str | None]]:
+        """What was done to the run (paused, resumed, cancelled, retried, recovered), in order."""
+        return self._rt.store.events(self.id)
 
     def retry(self) -> RunHandle:
         """A new run of this failed or cancelled run: succeeded steps keep their outputs, only

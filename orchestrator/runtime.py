@@ -28,8 +28,12 @@ log = logging.getLogger("orchestrator")
 
 @dataclass(frozen=True)
 class PlanKey:
+    """Which plan a message belongs to: the spec version, and for a retried or recovered run,
+    the run and recovery epoch whose done steps the plan skips."""
+
     version: str
-    run_id: str | None = None  # set for a retried run, whose plan skips the steps already done
+    run_id: str | None = None
+    epoch: int = 0
 
 
 class Runtime:
@@ -118,7 +122,8 @@ class Runtime:
         done: frozenset[str] = frozenset()
         if key.run_id is not None:
             run = self.store.get_run(key.run_id)
-            done = frozenset(run.done_steps if run else ())
+            if run is not None:
+                done = frozenset(run.recoveries[key.epoch - 1] if key.epoch else run.done_steps)
         plan = build_plan(spec, done)
         self.remember(key, spec, plan)
         return spec, plan

@@ -1,7 +1,10 @@
-"""Per-run state in Redis: control flag, step results, join sets and the completion signal.
+"""Per-run state in Redis: control flag, step results, leases, joins and the completion signal.
 
 Keys carry the run id in a hash tag (``orch:{<run>}:...``) so a run's keys share one cluster slot.
-Joins use sets, not counters, so a redelivered step is counted once.
+Joins use sets, not counters, so a redelivered step is counted once. A step *claims* its run
+before it executes (one script, one round trip): the claim reads the control flag and the
+parents' results, refuses a step that already succeeded or that another live delivery holds,
+counts deliveries, and takes a lease that the executing process keeps alive.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -17,14 +21,69 @@ from orchestrator.errors import ServiceUnavailable
 from orchestrator.settings import redact
 
 INPUTS = "__inputs__"
+SINKS = "sinks"
+
+_CLAIM = """
+local flag = redis.call('GET', KEYS[1])
+if flag then return {'flag', flag} end
+local done = redis.call('HGET', KEYS[2], ARGV[1])
+if done then return {'done', done} end
+local holder = redis.call('GET', KEYS[3])
+if holder and holder ~= ARGV[2] then return {'busy', holder} end
+redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
+local n = redis.call('INCR', KEYS[4])
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+local out = {'go', tostring(n)}
+for i = 5, #ARGV do
+  local v = redis.call('HGET', KEYS[2], ARGV[i])
+  table.insert(out, v or false)
+end
+return out
+"""
+_PARK = """
+if redis.call('GET', KEYS[1]) ~= 'paused' then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+_RESUME = """
+if redis.call('GET', KEYS[1]) == 'paused' then redis.call('DEL', KEYS[1]) end
+local parked = redis.call('LRANGE', KEYS[2], 0, -1)
+redis.call('DEL', KEYS[2])
+return parked
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_RENEW = """
+local n = 0
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[i + 1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[1]); n = n + 1
+  end
+end
+return n
+"""
 
 
-def _key(run_id: str, part: str) -> str:
+def key(run_id: str, part: str) -> str:
     return f"orch:{{{run_id}}}:{part}"
 
 
 def done_channel(run_id: str) -> str:
     return f"orch:done:{run_id}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of claiming a step: ``go`` (with parents' results), or why not."""
+
+    outcome: str  # go | flag | done | busy
+    flag: str | None = None
+    result: Any = None
+    deliveries: int = 0
+    parents: tuple[Any, ...] = ()
 
 
 class RunState:
@@ -36,6 +95,11 @@ class RunState:
         self.client: redis.Redis = redis.Redis.from_url(
             url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
         )
+        self._claim = self.client.register_script(_CLAIM)
+        self._park = self.client.register_script(_PARK)
+        self._resume = self.client.register_script(_RESUME)
+        self._release = self.client.register_script(_RELEASE)
+        self._renew = self.client.register_script(_RENEW)
 
     def ping(self) -> None:
         try:
@@ -46,68 +110,101 @@ class RunState:
                 "Start Redis or set ORCHESTRATOR_REDIS_URL / ORCHESTRATOR_RESULT_BACKEND",
             ) from exc
 
-    def init_run(self, run_id: str, inputs: dict[str, Any], results: dict[str, Any]) -> None:
-        """Store the inputs and the results a retried run starts from."""
-        res = _key(run_id, "res")
+    def init_run(self, run_id: str, inputs: dict[str, Any], results: dict[str, Any],
+                 done_sinks: list[str] = ()) -> None:  # type: ignore[assignment]
+        """Store the inputs and the results a retried or recovered run starts from."""
+        res = key(run_id, "res")
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(res, mapping={INPUTS: json.dumps(inputs),
                                 **{k: json.dumps(v) for k, v in results.items()}})
         pipe.expire(res, self.ttl)
+        if done_sinks:
+            pipe.sadd(key(run_id, f"join:{SINKS}"), *done_sinks)
+            pipe.expire(key(run_id, f"join:{SINKS}"), self.ttl)
         pipe.execute()
 
-    def begin_step(self, run_id: str, parents: list[str]) -> tuple[str | None, list[Any]]:
-        """The run's control flag and the parents' results (missing ones as ``None``)."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(_key(run_id, "ctl"))
-        if parents:
-            pipe.hmget(_key(run_id, "res"), parents)
-        replies = pipe.execute()
-        flag = replies[0].decode() if replies[0] else None
-        raw = replies[1] if parents else []
-        return flag, [None if r is None else json.loads(r) for r in raw]
+    def claim(self, run_id: str, step_id: str, attempt: int, owner: str, lease_ms: int,
+              parents: list[str]) -> Claim:
+        """Claim a step before executing it (see the module docstring)."""
+        keys = [key(run_id, "ctl"), key(run_id, "res"), key(run_id, f"lease:{step_id}:{attempt}"),
+                key(run_id, f"deliveries:{step_id}:{attempt}")]
+        reply = self._claim(keys=keys, args=[step_id, owner, lease_ms, self.ttl, *parents])
+        outcome = reply[0].decode()
+        if outcome == "flag":
+            return Claim("flag", flag=reply[1].decode())
+        if outcome == "done":
+            return Claim("done", result=json.loads(reply[1]))
+        if outcome == "busy":
+            return Claim("busy", flag=reply[1].decode())
+        values = tuple(None if v is None else json.loads(v) for v in reply[2:])
+        return Claim("go", deliveries=int(reply[1]), parents=values)
+
+    def release(self, run_id: str, step_id: str, attempt: int, owner: str) -> None:
+        self._release(keys=[key(run_id, f"lease:{step_id}:{attempt}")], args=[owner])
+
+    def renew(self, leases: dict[str, str], lease_ms: int) -> int:
+        """Extend the leases (key -> owner) still held by their owners."""
+        if not leases:
+            return 0
+        return int(self._renew(keys=list(leases), args=[lease_ms, *leases.values()]))
+
+    def lease_alive(self, run_id: str, step_id: str, attempt: int) -> bool:
+        return bool(self.client.exists(key(run_id, f"lease:{step_id}:{attempt}")))
 
     def finish_step(
-        self, run_id: str, step_id: str, result: Any, joins: list[int], sink: bool
-    ) -> tuple[list[int], int | None]:
-        """Record the result and count it toward joins and the run's end.
+        self, run_id: str, step_id: str, result: Any, joins: list[str], sink: bool,
+        attempt: int, owner: str,
+    ) -> tuple[list[tuple[bool, int]], tuple[bool, int] | None]:
+        """Record the result, release the lease, and count the step toward joins and the run's end.
 
-        Returns the join segments this call completed... as (sizes seen, sinks done) per join:
-        the size of each join set after adding, with -1 where this step was already counted.
+        Returns, for each join and then for the sinks, whether this call added the step and the
+        set's size after it.
         """
         pipe = self.client.pipeline(transaction=True)
-        res = _key(run_id, "res")
+        res = key(run_id, "res")
         pipe.hset(res, step_id, json.dumps(result))
         pipe.expire(res, self.ttl)
-        for segment in [*joins, *(["sinks"] if sink else [])]:
-            key = _key(run_id, f"join:{segment}")
-            pipe.sadd(key, step_id)
-            pipe.scard(key)
-            pipe.expire(key, self.ttl)
+        for join in [*joins, *([SINKS] if sink else [])]:
+            join_key = key(run_id, f"join:{join}")
+            pipe.sadd(join_key, step_id)
+            pipe.scard(join_key)
+            pipe.expire(join_key, self.ttl)
         replies = pipe.execute()[2:]
-        counts = [card if added else -1 for added, card in zip(replies[0::3], replies[1::3],
-                                                              strict=True)]
+        self.release(run_id, step_id, attempt, owner)
+        counts = [(bool(added), int(card))
+                  for added, card in zip(replies[0::3], replies[1::3], strict=True)]
         if sink:
             return counts[:-1], counts[-1]
         return counts, None
 
     def results(self, run_id: str, steps: list[str]) -> list[Any]:
-        raw = self.client.hmget(_key(run_id, "res"), steps) if steps else []
+        raw = self.client.hmget(key(run_id, "res"), steps) if steps else []
         return [None if r is None else json.loads(r) for r in raw]
 
     def inputs(self, run_id: str) -> dict[str, Any]:
-        raw = self.client.hget(_key(run_id, "res"), INPUTS)
+        raw = self.client.hget(key(run_id, "res"), INPUTS)
         return {} if raw is None else dict(json.loads(raw))
 
     def set_flag(self, run_id: str, flag: str | None) -> None:
-        key = _key(run_id, "ctl")
+        ctl = key(run_id, "ctl")
         if flag is None:
-            self.client.delete(key)
+            self.client.delete(ctl)
         else:
-            self.client.set(key, flag, ex=self.ttl)
+            self.client.set(ctl, flag, ex=self.ttl)
 
     def flag(self, run_id: str) -> str | None:
-        raw = self.client.get(_key(run_id, "ctl"))
+        raw = self.client.get(key(run_id, "ctl"))
         return raw.decode() if raw else None
+
+    def park(self, run_id: str, signature: dict[str, Any]) -> bool:
+        """Keep a step's message while its run is paused; False if the run is no longer paused."""
+        return bool(self._park(keys=[key(run_id, "ctl"), key(run_id, "parked")],
+                               args=[json.dumps(signature), self.ttl]))
+
+    def resume(self, run_id: str) -> list[dict[str, Any]]:
+        """Clear the pause and hand back the parked messages (each exactly once)."""
+        parked = self._resume(keys=[key(run_id, "ctl"), key(run_id, "parked")])
+        return [json.loads(p) for p in parked]
 
     def notify_done(self, run_id: str, status: str) -> None:
         self.client.publish(done_channel(run_id), status)
@@ -128,8 +225,3 @@ class RunState:
                 yield message is not None
         finally:
             pubsub.close()
-
-    def drop_run(self, run_id: str, joins: int) -> None:
-        keys = [_key(run_id, p) for p in ("ctl", "res")]
-        keys += [_key(run_id, f"join:{i}") for i in [*range(joins), "sinks"]]
-        self.client.delete(*keys)

@@ -44,6 +44,9 @@ class WorkflowRun(Base):
     tenant_id: Mapped[str | None] = mapped_column(String(200))
     parent_run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     done_steps: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    recoveries: Mapped[list[list[str]]] = mapped_column(JSONB, default=list, server_default="[]")
+    """Steps already done at each in-place recovery (epoch n uses entry n - 1)."""
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -88,6 +91,20 @@ class TaskAttempt(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (UniqueConstraint("task_run_id", "attempt", name="uq_task_attempts_attempt"),)
+
+
+class RunEvent(Base):
+    """What happened to a run besides its steps: pause, resume, cancel, retry, recovery."""
+
+    __tablename__ = "run_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("workflow_runs.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
 
 
 class DeadLetter(Base):

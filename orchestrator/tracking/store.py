@@ -6,6 +6,7 @@ The hot path of a step never calls this module; workers write through
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session
 from orchestrator.status import RUN_TERMINAL, STEP_TERMINAL
 from orchestrator.tracking.models import (
     DeadLetter,
+    RunEvent,
     TaskAttempt,
     TaskRun,
     WorkflowRun,
@@ -73,6 +75,8 @@ class RunRecord:
     tenant_id: str | None
     parent_run_id: str | None
     done_steps: list[str]
+    recoveries: list[list[str]]
+    published_at: datetime | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -264,6 +268,78 @@ class HistoryStore:
             )
         return True
 
+    def transition(self, run_id: str, source: tuple[str, ...], target: str) -> bool:
+        """Move a run from one of ``source`` to ``target``; False if it was in no such status."""
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(WorkflowRun)
+                .where(WorkflowRun.id == uuid.UUID(str(run_id)), WorkflowRun.status.in_(source))
+                .values(status=target).returning(WorkflowRun.id)
+            ).first()
+        return changed is not None
+
+    def mark_published(self, run_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(WorkflowRun).where(WorkflowRun.id == uuid.UUID(str(run_id)))
+                         .values(published_at=text("now()")))
+
+    def add_recovery(self, run_id: str, done: list[str]) -> int:
+        """Record an in-place recovery with the steps already done; returns its epoch (1, 2...)."""
+        with self.engine.begin() as conn:
+            length = conn.execute(text(
+                "UPDATE workflow_runs SET recoveries = recoveries || CAST(:done AS JSONB) "
+                "WHERE id = CAST(:id AS UUID) RETURNING jsonb_array_length(recoveries)"
+            ), {"done": json.dumps([done]), "id": str(run_id)}).scalar_one()
+        return int(length)
+
+    def add_event(self, run_id: str, kind: str, detail: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(RunEvent).values(run_id=uuid.UUID(str(run_id)), kind=kind,
+                                                 detail=detail))
+
+    def events(self, run_id: str) -> list[tuple[datetime, str, str | None]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(RunEvent.at, RunEvent.kind, RunEvent.detail)
+                                .where(RunEvent.run_id == uuid.UUID(str(run_id)))
+                                .order_by(RunEvent.id))
+            return [(r[0], r[1], r[2]) for r in rows]
+
+    # -- reconciliation -------------------------------------------------------------------------
+
+    def settled_runs(self, limit: int = 100) -> list[tuple[str, str]]:
+        """Unfinished runs whose steps have all ended, with the status the run should have."""
+        rows = self._query(_SETTLED, {"limit": limit})
+        return [(str(r[0]), r[1]) for r in rows]
+
+    def finish_settled(self, run_id: str, status: str, output: Any, error: str | None) -> bool:
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(WorkflowRun)
+                .where(WorkflowRun.id == uuid.UUID(run_id),
+                       WorkflowRun.status.not_in(TERMINAL_RUNS))
+                .values(status=status, output=output, error=error, finished_at=text("now()"))
+                .returning(WorkflowRun.id)
+            ).first()
+        return changed is not None
+
+    def unpublished_runs(self, older_than: float, limit: int = 100) -> list[str]:
+        rows = self._query(_UNPUBLISHED, {"age": older_than, "limit": limit})
+        return [str(r[0]) for r in rows]
+
+    def suspect_steps(self, older_than: float, limit: int = 500) -> list[tuple[str, str, int]]:
+        """Steps recorded as running for longer than ``older_than`` seconds, in unfinished runs."""
+        rows = self._query(_SUSPECT, {"age": older_than, "limit": limit})
+        return [(str(r[0]), r[1], int(r[2])) for r in rows]
+
+    def stalled_runs(self, older_than: float, limit: int = 100) -> list[str]:
+        """Running runs with nothing running and no step start or end for ``older_than`` s."""
+        rows = self._query(_STALLED, {"age": older_than, "limit": limit})
+        return [str(r[0]) for r in rows]
+
+    def _query(self, sql: Any, params: dict[str, Any]) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sql, params))
+
     # -- dead letters ---------------------------------------------------------------------------
 
     def dead_letters(self, limit: int = 50, include_replayed: bool = False) -> list[DeadLetter]:
@@ -298,6 +374,38 @@ class HistoryStore:
                 )
             )
             return [r[0] for r in rows]
+
+
+_SETTLED = text("""
+SELECT r.id, CASE WHEN bool_and(t.status = 'succeeded') THEN 'succeeded'
+                  WHEN bool_or(t.status = 'failed') THEN 'failed' ELSE 'cancelled' END
+FROM workflow_runs r JOIN task_runs t ON t.run_id = r.id
+WHERE r.status IN ('pending', 'running', 'paused')
+GROUP BY r.id
+HAVING bool_and(t.status IN ('succeeded', 'failed', 'skipped', 'cancelled'))
+LIMIT :limit
+""")
+_UNPUBLISHED = text("""
+SELECT id FROM workflow_runs
+WHERE published_at IS NULL AND status = 'pending'
+  AND created_at < now() - make_interval(secs => :age)
+ORDER BY created_at LIMIT :limit
+""")
+_SUSPECT = text("""
+SELECT t.run_id, t.step_id, t.attempts FROM task_runs t JOIN workflow_runs r ON r.id = t.run_id
+WHERE r.status = 'running' AND t.status = 'running'
+  AND t.started_at < now() - make_interval(secs => :age)
+LIMIT :limit
+""")
+_STALLED = text("""
+SELECT r.id FROM workflow_runs r JOIN task_runs t ON t.run_id = r.id
+WHERE r.status IN ('pending', 'running') AND r.published_at IS NOT NULL
+GROUP BY r.id
+HAVING NOT bool_or(t.status = 'running') AND bool_or(t.status IN ('pending', 'retrying'))
+   AND greatest(max(r.published_at), max(t.started_at), max(t.finished_at))
+       < now() - make_interval(secs => :age)
+LIMIT :limit
+""")
 
 
 def _run_values(run: NewRun) -> dict[str, Any]:
@@ -347,6 +455,8 @@ def _run_record(row: WorkflowRun) -> RunRecord:
         tenant_id=row.tenant_id,
         parent_run_id=str(row.parent_run_id) if row.parent_run_id else None,
         done_steps=list(row.done_steps or []),
+        recoveries=list(row.recoveries or []),
+        published_at=row.published_at,
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,

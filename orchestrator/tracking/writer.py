@@ -139,7 +139,7 @@ SELECT id FROM workflow_runs WHERE id = ANY(CAST(:runs AS UUID[])) ORDER BY id F
 # says succeeded, whichever of those writes commits last; both lock the run row first.
 _SUCCEED = text("""
 UPDATE workflow_runs r SET status = 'succeeded', started_at = COALESCE(started_at, finished_at)
-WHERE r.id = ANY(CAST(:runs AS UUID[])) AND r.status IN ('pending', 'running')
+WHERE r.id = ANY(CAST(:runs AS UUID[])) AND r.status IN ('pending', 'running', 'paused')
   AND r.finished_at IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM task_runs t WHERE t.run_id = r.id AND t.status <> 'succeeded')
 RETURNING r.id

@@ -1,0 +1,164 @@
+"""The reconciler: every run reaches an end, whatever died on the way.
+
+It runs as a thread in the main process of every worker; a lock in Redis lets one of them work
+at a time. Each pass (every ``ORCHESTRATOR_RECONCILE_INTERVAL`` seconds):
+
+1. finishes runs whose steps have all ended but whose run row has not (a lost final write);
+2. publishes runs recorded but never published (the submitter died between the two);
+3. recovers runs with a step whose lease lapsed (its worker died: SIGKILL, OOM, power) and runs
+   that stalled (nothing running or finishing for ``ORCHESTRATOR_STALL_TIMEOUT`` seconds while a
+   step is ready, e.g. messages lost with a Redis restart).
+
+Recovery is in place: the steps that succeeded keep their results (from PostgreSQL), and the
+rest of the DAG is planned again under a new *epoch* and published. Delivery is at least once;
+a step's claim (``stores.runs``) makes a duplicate delivery of a step that is running or done a
+no-op, and ``current_run.idempotency_key`` lets effects be written once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import Any
+
+import redis
+from sqlalchemy.exc import SQLAlchemyError
+
+from orchestrator.canvas import CanvasBuilder
+from orchestrator.planner import build_plan
+from orchestrator.runner import publish_start
+from orchestrator.runtime import PlanKey, Runtime, runtime
+from orchestrator.spec import WorkflowSpec
+from orchestrator.status import RunStatus
+
+log = logging.getLogger("orchestrator.recovery")
+LOCK = "orch:reconciler"
+
+
+def recover_run(run_id: str, reason: str, rt: Runtime | None = None) -> int | None:
+    """Re-plan and publish what is left of a run; returns the new epoch, or None."""
+    rt = rt or runtime()
+    record = rt.store.get_run(run_id)
+    if record is None or record.status not in (RunStatus.PENDING, RunStatus.RUNNING):
+        return None
+    data = rt.store.load_spec(record.workflow_version)
+    if data is None:
+        return None
+    spec = WorkflowSpec.model_validate(data)
+    steps = rt.store.get_steps(run_id)
+    done = {s.step_id: s.result for s in steps if s.status == "succeeded"}
+    if len(done) == len(steps):
+        return None
+    attempts = {s.step_id: max(1, s.attempts) + (s.status == "retrying") for s in steps
+                if s.status in ("running", "retrying")}
+    epoch = rt.store.add_recovery(run_id, list(done))
+    plan = build_plan(spec, frozenset(done))
+    rt.remember(PlanKey(spec.version, run_id, epoch), spec, plan)
+    rt.state.init_run(run_id, record.inputs, done, [s for s in spec.sinks if s in done])
+    builder = CanvasBuilder(rt.app, spec, plan, run_id, record.inputs, epoch=epoch,
+                            attempts=attempts)
+    publish_start(rt, builder, plan)
+    rt.store.add_event(run_id, "recovered", f"epoch {epoch}: {reason}")
+    log.warning("run %s recovered (epoch %d): %s", run_id, epoch, reason)
+    return epoch
+
+
+class Reconciler:
+    """The reconciler thread of one worker process."""
+
+    def __init__(self, rt: Runtime | None = None) -> None:
+        self.rt = rt or runtime()
+        self.token = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="orchestrator-reconciler",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        interval = self.rt.settings.reconcile_interval
+        while not self._stop.wait(interval):
+            try:
+                if self._leader(interval):
+                    self.pass_once()
+            except (redis.RedisError, SQLAlchemyError, OSError) as exc:
+                log.warning("reconciler pass skipped: %s", exc)
+
+    def _leader(self, interval: float) -> bool:
+        client = self.rt.state.client
+        ttl = int(interval * 3000)
+        if client.set(LOCK, self.token, nx=True, px=ttl):
+            return True
+        if client.get(LOCK) == self.token.encode():
+            client.pexpire(LOCK, ttl)
+            return True
+        return False
+
+    def pass_once(self) -> dict[str, int]:
+        """One reconciliation pass; how many runs each check acted on."""
+        return {
+            "finished": self._finish_settled(),
+            "published": self._publish_unpublished(),
+            "recovered": self._recover_stalled(),
+        }
+
+    def _finish_settled(self) -> int:
+        count = 0
+        for run_id, status in self.rt.store.settled_runs():
+            output = self._output(run_id) if status == "succeeded" else None
+            error = None if status == "succeeded" else "finished by the reconciler"
+            if self.rt.store.finish_settled(run_id, status, output, error):
+                self.rt.state.notify_done(run_id, status)
+                count += 1
+        return count
+
+    def _output(self, run_id: str) -> Any:
+        record = self.rt.store.get_run(run_id)
+        data = self.rt.store.load_spec(record.workflow_version) if record else None
+        if data is None:
+            return None
+        sinks = WorkflowSpec.model_validate(data).sinks
+        results = {s.step_id: s.result for s in self.rt.store.get_steps(run_id)}
+        return results[sinks[0]] if len(sinks) == 1 else {s: results[s] for s in sinks}
+
+    def _publish_unpublished(self) -> int:
+        count = 0
+        for run_id in self.rt.store.unpublished_runs(older_than=self.rt.settings.lease_seconds):
+            count += recover_run(run_id, "recorded but never published", self.rt) is not None
+        return count
+
+    def _recover_stalled(self) -> int:
+        state, settings = self.rt.state, self.rt.settings
+        lost = {run for run, step, attempt in self.rt.store.suspect_steps(settings.lease_seconds)
+                if not state.lease_alive(run, step, attempt)}
+        stalled = set(self.rt.store.stalled_runs(settings.stall_timeout)) - lost
+        count = 0
+        for run_id in sorted(lost):
+            count += recover_run(run_id, "a step's worker died (lease lapsed)", self.rt) is not None
+        for run_id in sorted(stalled):
+            count += recover_run(run_id, "stalled: nothing running, a step ready", self.rt) is not None
+        return count
+
+
+_reconciler: Reconciler | None = None
+
+
+def start() -> None:
+    """Start this process's reconciler thread (worker main process)."""
+    global _reconciler
+    if _reconciler is None:
+        _reconciler = Reconciler()
+        _reconciler.start()
+
+
+def stop() -> None:
+    global _reconciler
+    if _reconciler is not None:
+        _reconciler.stop()
+        _reconciler = None
