@@ -39,9 +39,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(handler=cmd_show)
 
-    cancel = sub.add_parser("cancel", help="cancel a run: nothing new starts")
-    cancel.add_argument("run_id")
-    cancel.set_defaults(handler=cmd_cancel)
+    for name, text in (("cancel", "cancel a run: nothing new starts, running steps finish"),
+                       ("pause", "pause a run: steps not yet started wait"),
+                       ("resume", "resume a paused run"),
+                       ("retry", "start a new run of a failed or cancelled run, keeping the "
+                                 "outputs of the steps that succeeded")):
+        control = sub.add_parser(name, help=text)
+        control.add_argument("run_id")
+        control.set_defaults(handler=cmd_control, action=name)
 
 
 def parse_inputs(pairs: list[str], workflow: str) -> dict[str, Any]:
@@ -123,7 +128,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     record, steps = handle.record(), handle.steps()
     if args.json:
         emit_json({"run": as_dict(record), "steps": [
-            {**as_dict(s), "flower": flower_link(s)} for s in steps]})
+            {**as_dict(s), "flower": flower_link(s)} for s in steps],
+            "events": [{"at": at, "kind": kind, "detail": detail}
+                       for at, kind, detail in handle.events()]})
         return 0
     print(f"run {record.id}  workflow {record.workflow}  {record.status}  "
           f"({duration(record.started_at, record.finished_at)}, trigger {record.trigger})")
@@ -133,9 +140,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(table(["step", "task", "status", "attempts", "took", "error", "flower"],
                 [(s.step_id, s.task, s.status, s.attempts, duration(s.started_at, s.finished_at),
                   _short(s.error), flower_link(s)) for s in steps]))
-    failed = [a for s in steps for a in s.attempt_log if a.status in ("failed", "retrying")]
-    for attempt in failed:
-        print(f"\nattempt {attempt.attempt} on {attempt.worker}: {attempt.error}")
+    for step in steps:
+        for attempt in step.attempt_log:
+            if attempt.status in ("failed", "retrying"):
+                print(f"\n{step.step_id} attempt {attempt.attempt} on {attempt.worker} "
+                      f"({attempt.status}): {attempt.error}")
+    for at, kind, detail in handle.events():
+        print(f"\n{_cell_time(at)} {kind}" + (f": {detail}" if detail else ""))
     print()
     print(to_text(graph_nodes(handle, steps), color=color_enabled()))
     return 0
@@ -151,6 +162,10 @@ def graph_nodes(handle: RunHandle, steps: list[StepRecord]) -> list[GraphNode]:
             for s in spec_data["steps"]]
 
 
+def _cell_time(at: Any) -> str:
+    return str(at.astimezone().strftime("%Y-%m-%d %H:%M:%S"))
+
+
 def _short(text: str | None, width: int = 60) -> str | None:
     if not text:
         return None
@@ -158,7 +173,14 @@ def _short(text: str | None, width: int = 60) -> str | None:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-def cmd_cancel(args: argparse.Namespace) -> int:
-    changed = get_run(args.run_id).cancel(reason="cancelled from the CLI")
-    print(f"run {args.run_id} " + ("cancelled" if changed else "had already ended"))
+def cmd_control(args: argparse.Namespace) -> int:
+    handle = get_run(args.run_id)
+    if args.action == "cancel":
+        changed = handle.cancel(reason="cancelled from the CLI")
+        print(f"run {handle.id} " + ("cancelled" if changed else "had already ended"))
+    elif args.action == "retry":
+        print(f"run {handle.id} retried as run {handle.retry().id}")
+    else:
+        getattr(handle, args.action)()
+        print(f"run {handle.id} {args.action}d")
     return 0
