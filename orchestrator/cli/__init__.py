@@ -44,7 +44,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return int(code or 0)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
