@@ -35,11 +35,22 @@ def Step(  # noqa: N802 - reads as a type where it is used: Workflow(steps=[Step
     **options: Any,
 ) -> StepSpec:
     """A step: ``task`` (a task object or its registered name) run after the ``after`` steps."""
-    return _validated(StepSpec, f"step {id!r}", {
-        "id": id, "task": task_name(task), "after": after, "kwargs": kwargs or {},
-        "queue": queue, "retry": retry, "timeout": timeout, "soft_timeout": soft_timeout,
-        "options": options,
-    })
+    step: StepSpec = _validated(
+        StepSpec,
+        f"step {id!r}",
+        {
+            "id": id,
+            "task": task_name(task),
+            "after": after,
+            "kwargs": kwargs or {},
+            "queue": queue,
+            "retry": retry,
+            "timeout": timeout,
+            "soft_timeout": soft_timeout,
+            "options": options,
+        },
+    )
+    return step
 
 
 def _validated(model: Any, what: str, data: dict[str, Any], workflow: str = "") -> Any:
@@ -71,8 +82,9 @@ class Workflow:
         self.deadline = deadline
         self._steps: list[StepSpec] = list(steps or [])
 
-    def step(self, id: str, task: Any, after: str | list[str] | None = None, **options: Any
-             ) -> Workflow:
+    def step(
+        self, id: str, task: Any, after: str | list[str] | None = None, **options: Any
+    ) -> Workflow:
         """Add a step (see :func:`Step` for the options); returns the workflow for chaining."""
         try:
             self._steps.append(Step(id, task, after, **options))
@@ -84,8 +96,13 @@ class Workflow:
     def spec(self) -> WorkflowSpec:
         """The validated spec; raises the first validation error, naming workflow and step."""
         schedule = {"cron": self.schedule} if isinstance(self.schedule, str) else self.schedule
-        data = {"name": self.name, "description": self.description, "schedule": schedule,
-                "deadline": self.deadline, "steps": self._steps}
+        data = {
+            "name": self.name,
+            "description": self.description,
+            "schedule": schedule,
+            "deadline": self.deadline,
+            "steps": self._steps,
+        }
         spec = _validated(WorkflowSpec, "workflow definition", data, self.name)
         return registry.register(spec)
 

@@ -35,7 +35,9 @@ class RetryPolicy:
             raw = float("inf")
         return min(self.max_delay, raw)
 
-    def delay(self, failed_attempt: int, rng: Callable[[float, float], float] | None = None) -> float:
+    def delay(
+        self, failed_attempt: int, rng: Callable[[float, float], float] | None = None
+    ) -> float:
         """Seconds to wait before the next attempt."""
         cap = self.cap(failed_attempt)
         if not self.jitter:

@@ -33,8 +33,10 @@ class BreakerConfig:
         if not self.on:
             return isinstance(exc, Exception)
         names = {c.__name__ for c in type(exc).__mro__}
-        return any((isinstance(k, str) and k in names) or (isinstance(k, type) and isinstance(exc, k))
-                   for k in self.on)
+        return any(
+            (isinstance(k, str) and k in names) or (isinstance(k, type) and isinstance(exc, k))
+            for k in self.on
+        )
 
 
 @dataclass(frozen=True)

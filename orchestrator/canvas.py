@@ -41,8 +41,15 @@ class CanvasBuilder:
     """Builds the canvas of one run's segments."""
 
     def __init__(
-        self, app: Celery, spec: WorkflowSpec, plan: Plan, run_id: str, inputs: dict[str, Any],
-        resumed: bool = False, epoch: int = 0, attempts: dict[str, int] | None = None,
+        self,
+        app: Celery,
+        spec: WorkflowSpec,
+        plan: Plan,
+        run_id: str,
+        inputs: dict[str, Any],
+        resumed: bool = False,
+        epoch: int = 0,
+        attempts: dict[str, int] | None = None,
     ) -> None:
         self.app = app
         self.spec = spec
@@ -55,8 +62,12 @@ class CanvasBuilder:
         self._steps = {s.id: s for s in spec.steps}
 
     def context(self, step_id: str) -> dict[str, Any]:
-        ctx = {"run_id": self.run_id, "step_id": step_id, "workflow": self.spec.name,
-               "version": self.plan.version}
+        ctx: dict[str, Any] = {
+            "run_id": self.run_id,
+            "step_id": step_id,
+            "workflow": self.spec.name,
+            "version": self.plan.version,
+        }
         if self.resumed:
             ctx["resumed"] = True
         if self.epoch:
@@ -68,11 +79,18 @@ class CanvasBuilder:
     def signature(self, step_id: str) -> Signature:
         step = self._steps[step_id]
         mode = self.plan.steps[step_id].mode
-        kwargs = {**(self.inputs if mode == "inputs" else {}), **step.kwargs,
-                  CTX_KEY: self.context(step_id)}
+        kwargs = {
+            **(self.inputs if mode == "inputs" else {}),
+            **step.kwargs,
+            CTX_KEY: self.context(step_id),
+        }
         return self.app.signature(
-            step.task, args=(), kwargs=kwargs, immutable=mode != "chained",
-            task_id=task_id(self.run_id, step_id), **step_options(step),
+            step.task,
+            args=(),
+            kwargs=kwargs,
+            immutable=mode != "chained",
+            task_id=task_id(self.run_id, step_id),
+            **step_options(step),
         )
 
     def build(self, expr: Expr) -> Signature:

@@ -1,20 +1,20 @@
 """Every error the framework raises, in one tree.
 
-    OrchestratorError
-    ├── ValidationError                 a workflow spec or its inputs are wrong; nothing was published
-    │   ├── EmptyWorkflowError
-    │   ├── DuplicateStepError
-    │   ├── UnknownTaskError
-    │   ├── UnknownDependencyError
-    │   ├── CycleError
-    │   ├── ScheduleError
-    │   └── InputError
-    ├── WorkflowNotFound                no workflow is registered under that name
-    ├── RunNotFound                     no run has that id
-    ├── WorkflowFailed                  a run ended failed or cancelled (raised by ``RunHandle.wait``)
-    ├── CircuitOpenError                a breaker is open and the function was called directly
-    ├── InvalidTransition               a control action does not apply to the run's status
-    └── ServiceUnavailable              the broker, Redis or PostgreSQL cannot be reached
+OrchestratorError
+├── ValidationError                 a workflow spec or its inputs are wrong; nothing was published
+│   ├── EmptyWorkflowError
+│   ├── DuplicateStepError
+│   ├── UnknownTaskError
+│   ├── UnknownDependencyError
+│   ├── CycleError
+│   ├── ScheduleError
+│   └── InputError
+├── WorkflowNotFound                no workflow is registered under that name
+├── RunNotFound                     no run has that id
+├── WorkflowFailed                  a run ended failed or cancelled (raised by ``RunHandle.wait``)
+├── CircuitOpenError                a breaker is open and the function was called directly
+├── InvalidTransition               a control action does not apply to the run's status
+└── ServiceUnavailable              the broker, Redis or PostgreSQL cannot be reached
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ class CycleError(ValidationError):
         path = " -> ".join([*cycle, cycle[0]])
         super().__init__(
             workflow,
-            f"dependency cycle {path} (each step waits for the one before it); remove one of these `after` entries",
+            f"dependency cycle {path} (each step waits for the one before it); "
+            "remove one of these `after` entries",
             step=cycle[0],
         )
 
@@ -94,7 +95,9 @@ class RunNotFound(OrchestratorError):
 class WorkflowFailed(OrchestratorError):
     """A run ended failed or cancelled."""
 
-    def __init__(self, run_id: str, workflow: str, status: str, step: str | None, error: str | None):
+    def __init__(
+        self, run_id: str, workflow: str, status: str, step: str | None, error: str | None
+    ):
         self.run_id = run_id
         self.workflow = workflow
         self.status = status
@@ -102,7 +105,8 @@ class WorkflowFailed(OrchestratorError):
         self.error = error
         where = f" at step {step!r}" if step else ""
         super().__init__(
-            f"run {run_id} of workflow {workflow!r} {status}{where}: {error or 'no error recorded'}; "
+            f"run {run_id} of workflow {workflow!r} {status}{where}: "
+            f"{error or 'no error recorded'}; "
             f"`orchestrator show {run_id}` has the details"
         )
 
@@ -114,7 +118,8 @@ class CircuitOpenError(OrchestratorError):
         self.breaker = breaker
         self.retry_in = retry_in
         super().__init__(
-            f"circuit breaker {breaker!r} is open; the next trial call is allowed in {retry_in:.1f}s"
+            f"circuit breaker {breaker!r} is open; "
+            f"the next trial call is allowed in {retry_in:.1f}s"
         )
 
 

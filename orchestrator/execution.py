@@ -17,8 +17,8 @@ import inspect
 import os
 import threading
 import time
-import uuid
 import traceback as tb
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,9 +33,9 @@ from orchestrator.context import RunContext, reset_current, set_current
 from orchestrator.errors import CircuitOpenError
 from orchestrator.planner import Plan, StepPlan
 from orchestrator.runtime import PlanKey, Runtime, runtime
+from orchestrator.spec import StepSpec, WorkflowSpec
 from orchestrator.stores.runs import Claim
 from orchestrator.stores.runs import key as run_key
-from orchestrator.spec import StepSpec, WorkflowSpec
 from orchestrator.tracking.writer import DeadLetterEvent, RunFinal, SkipSteps, StepEvent
 
 
@@ -102,8 +102,9 @@ class Step:
         self.step_id: str = ctx["step_id"]
         self.resumed = bool(ctx.get("resumed"))
         self.epoch = int(ctx.get("epoch", 0))
-        key = PlanKey(ctx["version"], self.run_id if self.resumed or self.epoch else None,
-                      self.epoch)
+        key = PlanKey(
+            ctx["version"], self.run_id if self.resumed or self.epoch else None, self.epoch
+        )
         self.spec: WorkflowSpec
         self.plan: Plan
         self.spec, self.plan = self.rt.plan(key)
@@ -126,10 +127,16 @@ class Step:
             args = (values[0] if len(values) == 1 else dict(zip(parents, values, strict=True)),)
         trial = self._ask_breaker()
         self._record("running", starts_run=not self.plan.segments[self.info.segment].trigger)
-        token = set_current(RunContext(
-            self.run_id, self.step_id, self.attempt, self.spec.name,
-            self.task.request.id or "", lambda: self.rt.state.inputs(self.run_id),
-        ))
+        token = set_current(
+            RunContext(
+                self.run_id,
+                self.step_id,
+                self.attempt,
+                self.spec.name,
+                self.task.request.id or "",
+                lambda: self.rt.state.inputs(self.run_id),
+            )
+        )
         try:
             result = self._call(args, kwargs, trial)
         except Exception as exc:
@@ -149,8 +156,9 @@ class Step:
         """Claim the step; a paused run parks it, a cancelled or failed run stands it down."""
         lease_ms = int(self.rt.settings.lease_seconds * 1000)
         while True:
-            claim = self.rt.state.claim(self.run_id, self.step_id, self.attempt, self.owner,
-                                        lease_ms, parents)
+            claim = self.rt.state.claim(
+                self.run_id, self.step_id, self.attempt, self.owner, lease_ms, parents
+            )
             if claim.outcome == "go":
                 LEASES.keep(self.lease_key, self.owner)
                 return claim
@@ -170,12 +178,15 @@ class Step:
         self._succeeded(result, recheck=True)
         return result
 
-    def _undeliverable(self, deliveries: int, args: tuple[Any, ...], kwargs: dict[str, Any]
-                       ) -> None:
+    def _undeliverable(
+        self, deliveries: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         """The attempt was delivered again and again (its process keeps dying): give up on it."""
-        error = (f"attempt {self.attempt} was delivered {deliveries} times without finishing "
-                 f"(its worker process died each time; limit ORCHESTRATOR_MAX_DELIVERIES="
-                 f"{self.rt.settings.max_deliveries})")
+        error = (
+            f"attempt {self.attempt} was delivered {deliveries} times without finishing "
+            f"(its worker process died each time; limit ORCHESTRATOR_MAX_DELIVERIES="
+            f"{self.rt.settings.max_deliveries})"
+        )
         self.rt.state.release(self.run_id, self.step_id, self.attempt, self.owner)
         self._record("failed", error=error)
         self._dead_letter("too_many_deliveries", args, kwargs, error, None)
@@ -200,17 +211,25 @@ class Step:
         if decision == "defer":
             # not an attempt: the same attempt number is delivered again once the breaker allows
             self.rt.state.release(self.run_id, self.step_id, self.attempt, self.owner)
-            self.rt.state.client.decr(run_key(self.run_id, f"deliveries:{self.step_id}:"
-                                                           f"{self.attempt}"))
+            self.rt.state.client.decr(
+                run_key(self.run_id, f"deliveries:{self.step_id}:{self.attempt}")
+            )
             LEASES.drop(self.lease_key)
             raise self.task.retry(countdown=wait, max_retries=None)
         return decision == "trial"
 
     def _record(self, status: str, **extra: Any) -> None:
-        self.rt.writer.submit(StepEvent(
-            self.run_id, self.step_id, self.attempt, status, now(),
-            worker=self.task.request.hostname, **extra,
-        ))
+        self.rt.writer.submit(
+            StepEvent(
+                self.run_id,
+                self.step_id,
+                self.attempt,
+                status,
+                now(),
+                worker=self.task.request.hostname,
+                **extra,
+            )
+        )
 
     def _stand_down(self, flag: str) -> None:
         """The run was cancelled or failed: neither this step nor what follows it will run."""
@@ -227,19 +246,35 @@ class Step:
         self.rt.state.release(self.run_id, self.step_id, self.attempt, self.owner)
         if retryable and self.policy and self.policy.should_retry(exc, self.attempt):
             self._record("retrying", error=error, traceback=trace)
-            schedule_retry(self.task, self.task.request, self.ctx, self.policy.delay(self.attempt),
-                           exc)
+            schedule_retry(
+                self.task, self.task.request, self.ctx, self.policy.delay(self.attempt), exc
+            )
         self._record("failed", error=error, traceback=trace)
         self._dead_letter("exhausted" if retryable else "bad_arguments", args, kwargs, error, trace)
         fail_run(self.rt, self.run_id, self.plan, self.step_id, error)
 
-    def _dead_letter(self, reason: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                     error: str, trace: str | None) -> None:
-        self.rt.writer.submit(DeadLetterEvent(
-            task=self.task.name, reason=reason, at=now(), run_id=self.run_id,
-            step_id=self.step_id, celery_task_id=self.task.request.id, args=list(args),
-            kwargs=kwargs, error=error, traceback=trace,
-        ))
+    def _dead_letter(
+        self,
+        reason: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        error: str,
+        trace: str | None,
+    ) -> None:
+        self.rt.writer.submit(
+            DeadLetterEvent(
+                task=self.task.name,
+                reason=reason,
+                at=now(),
+                run_id=self.run_id,
+                step_id=self.step_id,
+                celery_task_id=self.task.request.id,
+                args=list(args),
+                kwargs=kwargs,
+                error=error,
+                traceback=trace,
+            )
+        )
 
     def _succeeded(self, result: Any, recheck: bool = False) -> None:
         if not recheck:
@@ -252,13 +287,14 @@ class Step:
             segment = self.plan.segments[index]
             if size == len(segment.trigger) and (added or recheck):
                 self._builder().publish(segment)
-        if sinks_done is not None and sinks_done[1] == len(self.spec.sinks):
-            if sinks_done[0] or recheck:
-                self._finish_run()
+        sinks_complete = sinks_done is not None and sinks_done[1] == len(self.spec.sinks)
+        if sinks_complete and sinks_done is not None and (sinks_done[0] or recheck):
+            self._finish_run()
 
     def _builder(self) -> CanvasBuilder:
-        return CanvasBuilder(self.rt.app, self.spec, self.plan, self.run_id, {}, self.resumed,
-                             self.epoch)
+        return CanvasBuilder(
+            self.rt.app, self.spec, self.plan, self.run_id, {}, self.resumed, self.epoch
+        )
 
     def _finish_run(self) -> None:
         sinks = self.spec.sinks
@@ -270,10 +306,16 @@ class Step:
 def fail_run(rt: Runtime, run_id: str, plan: Plan, step_id: str, error: str) -> None:
     """Fail the run at ``step_id``: nothing new starts, its dependents are skipped."""
     rt.state.set_flag(run_id, "failed")
-    rt.writer.submit(RunFinal(
-        run_id, "failed", now(), error=error, error_step=step_id,
-        skip=tuple(plan.descendants(step_id)),
-    ))
+    rt.writer.submit(
+        RunFinal(
+            run_id,
+            "failed",
+            now(),
+            error=error,
+            error_step=step_id,
+            skip=tuple(plan.descendants(step_id)),
+        )
+    )
 
 
 def schedule_retry(
@@ -305,8 +347,14 @@ def hard_timeout(task: StepTask, ctx: dict[str, Any], request: Request, timeout:
     from celery.exceptions import TimeLimitExceeded
 
     exc = TimeLimitExceeded(f"hard time limit ({timeout}s) exceeded")
-    task.push_request({**request.request_dict, "args": list(request.args or ()),
-                       "kwargs": dict(request.kwargs or {}), "hostname": request.hostname})
+    task.push_request(
+        {
+            **request.request_dict,
+            "args": list(request.args or ()),
+            "kwargs": dict(request.kwargs or {}),
+            "hostname": request.hostname,
+        }
+    )
     try:
         Step(task, ctx).on_error(exc, tuple(request.args or ()), dict(request.kwargs or {}))
     except Retry:
@@ -328,8 +376,9 @@ class LeaseKeeper:
             self._leases[lease] = owner
             if self._pid != os.getpid():
                 self._pid = os.getpid()
-                threading.Thread(target=self._renew, name="orchestrator-leases",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._renew, name="orchestrator-leases", daemon=True
+                ).start()
 
     def drop(self, lease: str) -> None:
         with self._lock:

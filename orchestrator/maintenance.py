@@ -30,8 +30,9 @@ def run_deadline(run_id: str, seconds: float) -> bool:
     rt.state.set_flag(run_id, "failed")
     changed = rt.store.fail_run(run_id, f"deadline exceeded ({seconds:g}s)")
     if changed:
-        log.warning("run %s of %s failed: deadline of %gs exceeded", run_id, record.workflow,
-                    seconds)
+        log.warning(
+            "run %s of %s failed: deadline of %gs exceeded", run_id, record.workflow, seconds
+        )
         rt.state.notify_done(run_id, "failed")
     return changed
 
@@ -64,16 +65,23 @@ def _stop_pump(**_: Any) -> None:
 
 
 @signals.task_unknown.connect(weak=False)
-def _unknown_task(name: str | None = None, id: str | None = None, message: Any = None,
-                  **_: Any) -> None:
-    """A message for a task no module registered: keep it as a dead letter (it is not redelivered)."""
+def _unknown_task(
+    name: str | None = None, id: str | None = None, message: Any = None, **_: Any
+) -> None:
+    """A message for a task no module registered becomes a dead letter (it is not redelivered)."""
     args, kwargs = _arguments(message)
-    runtime().writer.submit(DeadLetterEvent(
-        task=name or "?", reason="unregistered", at=datetime.now(UTC), celery_task_id=id,
-        args=args, kwargs=kwargs,
-        error=f"task {name!r} is not registered on this worker; add its module to "
-              "ORCHESTRATOR_TASK_MODULES",
-    ))
+    runtime().writer.submit(
+        DeadLetterEvent(
+            task=name or "?",
+            reason="unregistered",
+            at=datetime.now(UTC),
+            celery_task_id=id,
+            args=args,
+            kwargs=kwargs,
+            error=f"task {name!r} is not registered on this worker; add its module to "
+            "ORCHESTRATOR_TASK_MODULES",
+        )
+    )
 
 
 def _arguments(message: Any) -> tuple[Any, Any]:

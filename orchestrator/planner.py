@@ -51,7 +51,7 @@ canvas, or its parents' results fetched from the run's result hash."""
 
 @dataclass(frozen=True)
 class Segment:
-    """A piece of canvas published when every step in ``trigger`` has succeeded (``()``: at once)."""
+    """Canvas published once every step in ``trigger`` has succeeded (``()``: at submit)."""
 
     index: int
     trigger: tuple[str, ...]
@@ -225,9 +225,9 @@ class _EdgeGraph:
         inside = set(nodes)
         has_child = {p for n in nodes for p in parents[n] if p in inside}
         for n in nodes:
-            ps = [p for p in parents[n] if p in inside]
-            for p in ps or [None]:
-                self._add(("o", p) if p else _S, ("i", n), None)
+            sources = [("o", p) for p in parents[n] if p in inside] or [_S]
+            for source in sources:
+                self._add(source, ("i", n), None)
             self._add(("i", n), ("o", n), Task(n))
             if n not in has_child:
                 self._add(("o", n), _T, None)
@@ -292,7 +292,9 @@ def _ordered(expr: Expr, rank: dict[str, int]) -> Expr:
 def series(a: Expr | None, b: Expr | None) -> Expr | None:
     if a is None or b is None:
         return a if b is None else b
-    items = (a.items if isinstance(a, Series) else (a,)) + (b.items if isinstance(b, Series) else (b,))
+    items = (a.items if isinstance(a, Series) else (a,)) + (
+        b.items if isinstance(b, Series) else (b,)
+    )
     return Series(items)
 
 
@@ -323,9 +325,7 @@ def message_sigs(expr: Expr, carry: int = 0) -> int:
     if isinstance(expr, Parallel):
         return max(message_sigs(i, carry) for i in expr.items)
     rest = [sigs(i) for i in expr.items]
-    return max(
-        message_sigs(item, carry + sum(rest[k + 1 :])) for k, item in enumerate(expr.items)
-    )
+    return max(message_sigs(item, carry + sum(rest[k + 1 :])) for k, item in enumerate(expr.items))
 
 
 def sinks(expr: Expr) -> tuple[str, ...]:
@@ -344,11 +344,11 @@ def bound(
         return [(trigger, expr)]
     if isinstance(expr, Parallel):
         small = tuple(i for i in expr.items if message_sigs(i) <= limit)
-        out = [(trigger, small[0] if len(small) == 1 else Parallel(small))] if small else []
+        pieces = [(trigger, small[0] if len(small) == 1 else Parallel(small))] if small else []
         for item in expr.items:
             if message_sigs(item) > limit:
-                out += bound(trigger, item, limit)
-        return out
+                pieces += bound(trigger, item, limit)
+        return pieces
     out: list[tuple[tuple[str, ...], Expr]] = []
     for chunk in _chunks(expr.items, limit):
         body = chunk[0] if len(chunk) == 1 else Series(chunk)

@@ -50,14 +50,18 @@ def recover_run(run_id: str, reason: str, rt: Runtime | None = None) -> int | No
     done = {s.step_id: s.result for s in steps if s.status == "succeeded"}
     if len(done) == len(steps):
         return None
-    attempts = {s.step_id: max(1, s.attempts) + (s.status == "retrying") for s in steps
-                if s.status in ("running", "retrying")}
+    attempts = {
+        s.step_id: max(1, s.attempts) + (s.status == "retrying")
+        for s in steps
+        if s.status in ("running", "retrying")
+    }
     epoch = rt.store.add_recovery(run_id, list(done))
     plan = build_plan(spec, frozenset(done))
     rt.remember(PlanKey(spec.version, run_id, epoch), spec, plan)
     rt.state.init_run(run_id, record.inputs, done, [s for s in spec.sinks if s in done])
-    builder = CanvasBuilder(rt.app, spec, plan, run_id, record.inputs, epoch=epoch,
-                            attempts=attempts)
+    builder = CanvasBuilder(
+        rt.app, spec, plan, run_id, record.inputs, epoch=epoch, attempts=attempts
+    )
     publish_start(rt, builder, plan)
     rt.store.add_event(run_id, "recovered", f"epoch {epoch}: {reason}")
     log.warning("run %s recovered (epoch %d): %s", run_id, epoch, reason)
@@ -71,8 +75,9 @@ class Reconciler:
         self.rt = rt or runtime()
         self.token = uuid.uuid4().hex
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="orchestrator-reconciler",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name="orchestrator-reconciler", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -135,14 +140,19 @@ class Reconciler:
 
     def _recover_stalled(self) -> int:
         state, settings = self.rt.state, self.rt.settings
-        lost = {run for run, step, attempt in self.rt.store.suspect_steps(settings.lease_seconds)
-                if not state.lease_alive(run, step, attempt)}
+        lost = {
+            run
+            for run, step, attempt in self.rt.store.suspect_steps(settings.lease_seconds)
+            if not state.lease_alive(run, step, attempt)
+        }
         stalled = set(self.rt.store.stalled_runs(settings.stall_timeout)) - lost
         count = 0
         for run_id in sorted(lost):
             count += recover_run(run_id, "a step's worker died (lease lapsed)", self.rt) is not None
         for run_id in sorted(stalled):
-            count += recover_run(run_id, "stalled: nothing running, a step ready", self.rt) is not None
+            count += (
+                recover_run(run_id, "stalled: nothing running, a step ready", self.rt) is not None
+            )
         return count
 
 

@@ -1,4 +1,4 @@
-"""Workflows by name: those defined in Python, and the YAML under ``ORCHESTRATOR_WORKFLOWS_PATH``."""
+"""Workflows by name: defined in Python, or YAML under ``ORCHESTRATOR_WORKFLOWS_PATH``."""
 
 from __future__ import annotations
 

@@ -57,16 +57,28 @@ def submit(spec: WorkflowSpec, sub: Submission) -> RunHandle:
     plan = build_plan(spec, frozenset(done))
     run_id = str(uuid.uuid4())
     steps = [
-        NewStep(s.id, s.task, task_id(run_id, s.id),
-                status="succeeded" if s.id in done else "pending",
-                result=done.get(s.id), has_result=s.id in done)
+        NewStep(
+            s.id,
+            s.task,
+            task_id(run_id, s.id),
+            status="succeeded" if s.id in done else "pending",
+            result=done.get(s.id),
+            has_result=s.id in done,
+        )
         for s in spec.steps
     ]
     record = NewRun(
-        id=run_id, workflow=spec.name, version=spec.version,
-        spec=spec.model_dump(mode="json"), inputs=sub.inputs, trigger=str(sub.trigger),
-        idempotency_key=sub.idempotency_key, correlation_id=sub.correlation_id,
-        tenant_id=sub.tenant_id, parent_run_id=sub.parent_run_id, done_steps=list(done),
+        id=run_id,
+        workflow=spec.name,
+        version=spec.version,
+        spec=spec.model_dump(mode="json"),
+        inputs=sub.inputs,
+        trigger=str(sub.trigger),
+        idempotency_key=sub.idempotency_key,
+        correlation_id=sub.correlation_id,
+        tenant_id=sub.tenant_id,
+        parent_run_id=sub.parent_run_id,
+        done_steps=list(done),
     )
     rt.state.ping()
     final_id, created = rt.store.create_run(record, steps)
@@ -95,7 +107,9 @@ def publish_start(rt: Runtime, builder: CanvasBuilder, plan: Plan) -> None:
         error = f"not published: the broker at {redact(rt.settings.broker_url)} is unreachable"
         rt.store.fail_run(builder.run_id, error)
         raise ServiceUnavailable(
-            "the Celery broker", redact(rt.settings.broker_url), str(exc),
+            "the Celery broker",
+            redact(rt.settings.broker_url),
+            str(exc),
             f"Run {builder.run_id} was recorded and marked failed; start the broker (or set "
             "ORCHESTRATOR_BROKER_URL) and submit again",
         ) from exc
@@ -117,8 +131,11 @@ def run_workflow(
     """
     spec = resolve(workflow)
     sub = Submission(
-        inputs=dict(inputs or {}), trigger=Trigger(trigger), idempotency_key=idempotency_key,
-        correlation_id=correlation_id, tenant_id=tenant_id,
+        inputs=dict(inputs or {}),
+        trigger=Trigger(trigger),
+        idempotency_key=idempotency_key,
+        correlation_id=correlation_id,
+        tenant_id=tenant_id,
     )
     return submit(spec, sub)
 
@@ -193,8 +210,9 @@ class RunHandle:
     def _outcome(self, record: RunRecord) -> Any:
         if record.status == RunStatus.SUCCEEDED:
             return record.output
-        raise WorkflowFailed(record.id, record.workflow, record.status, record.error_step,
-                             record.error)
+        raise WorkflowFailed(
+            record.id, record.workflow, record.status, record.error_step, record.error
+        )
 
     def cancel(self, reason: str = "cancelled by request") -> bool:
         """Cancel the run: nothing new starts; running steps finish. False if it had ended."""
@@ -252,10 +270,17 @@ class RunHandle:
             raise RunNotFound(self.id)
         spec = WorkflowSpec.model_validate(data)
         done = {s.step_id: s.result for s in self.steps() if s.status == StepStatus.SUCCEEDED}
-        return submit(spec, Submission(
-            inputs=record.inputs, trigger=Trigger.RETRY, correlation_id=record.correlation_id,
-            tenant_id=record.tenant_id, parent_run_id=self.id, done=done,
-        ))
+        return submit(
+            spec,
+            Submission(
+                inputs=record.inputs,
+                trigger=Trigger.RETRY,
+                correlation_id=record.correlation_id,
+                tenant_id=record.tenant_id,
+                parent_run_id=self.id,
+                done=done,
+            ),
+        )
 
     def step_status(self) -> dict[str, StepStatus]:
         return {s.step_id: StepStatus(s.status) for s in self.steps()}

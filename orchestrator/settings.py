@@ -60,7 +60,8 @@ class Settings(BaseSettings):
         30, description="Runs older than this many days are deleted by the periodic cleanup."
     )
     lease_seconds: float = Field(
-        30, description="A running step's lease; a step whose lease lapses (its worker died) "
+        30,
+        description="A running step's lease; a step whose lease lapses (its worker died) "
         "is recovered by the reconciler.",
     )
     max_deliveries: int = Field(
@@ -68,7 +69,8 @@ class Settings(BaseSettings):
     )
     reconcile_interval: float = Field(5.0, description="Seconds between reconciler passes.")
     stall_timeout: float = Field(
-        300, description="A run with nothing running and nothing finishing for this long, "
+        300,
+        description="A run with nothing running and nothing finishing for this long, "
         "while a step is ready, is recovered.",
     )
     history_flush_interval: float = Field(

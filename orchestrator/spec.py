@@ -141,7 +141,9 @@ def check_structure(spec: WorkflowSpec) -> None:
     seen: set[str] = set()
     for step in spec.steps:
         if step.id in seen:
-            raise DuplicateStepError(spec.name, "is defined twice; give each step its own id", step.id)
+            raise DuplicateStepError(
+                spec.name, "is defined twice; give each step its own id", step.id
+            )
         seen.add(step.id)
     for step in spec.steps:
         for dep in step.after:
@@ -189,11 +191,16 @@ def _rotate(cycle: list[str], declared: list[str]) -> list[str]:
     return cycle[start:] + cycle[:start]
 
 
-_CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
-                ("day of week", 0, 6))
+_CRON_FIELDS = (
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 6),
+)
 _NAMES = {
-    3: "jan feb mar apr may jun jul aug sep oct nov dec".split(),
-    4: "sun mon tue wed thu fri sat".split(),
+    3: ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
+    4: ["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
 }
 _PART = re.compile(r"^(\*|[a-z0-9]+(?:-[a-z0-9]+)?)(?:/(\d+))?$")
 
@@ -270,7 +277,8 @@ def check_inputs(spec: WorkflowSpec, inputs: dict[str, Any], catalog: TaskCatalo
         ) from exc
     if not same:
         raise InputError(
-            spec.name, "inputs would change on the way to the steps (JSON has no tuples and "
+            spec.name,
+            "inputs would change on the way to the steps (JSON has no tuples and "
             "only string keys); pass lists and string keys",
         )
     for step in spec.steps:

@@ -19,7 +19,11 @@ def extract(source: str, rows: int = 200) -> list[dict[str, Any]]:
     seed = int(hashlib.sha256(source.encode()).hexdigest()[:8], 16)
     rng = random.Random(seed)
     return [
-        {"id": i, "region": rng.choice(["eu", "us", "apac"]), "amount": round(rng.uniform(-5, 100), 2)}
+        {
+            "id": i,
+            "region": rng.choice(["eu", "us", "apac"]),
+            "amount": round(rng.uniform(-5, 100), 2),
+        }
         for i in range(rows)
     ]
 

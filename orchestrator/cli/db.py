@@ -26,7 +26,9 @@ def upgrade(args: argparse.Namespace) -> int:
         migrate(settings.sqlalchemy_url, args.revision)
     except OperationalError as exc:
         raise ServiceUnavailable(
-            "PostgreSQL", redact(settings.database_url), str(exc.orig).strip().splitlines()[0],
+            "PostgreSQL",
+            redact(settings.database_url),
+            str(exc.orig).strip().splitlines()[0],
             "Start PostgreSQL or set ORCHESTRATOR_DATABASE_URL",
         ) from exc
     print(f"database {redact(settings.database_url)} is at revision {args.revision}")

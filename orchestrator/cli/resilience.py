@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(handler=cmd_dlq_show)
     replay = dlq_sub.add_parser(
-        "replay", help="replay: a workflow step retries its run; a plain task is sent again")
+        "replay", help="replay: a workflow step retries its run; a plain task is sent again"
+    )
     replay.add_argument("id", type=int)
     replay.set_defaults(handler=cmd_dlq_replay)
 
@@ -41,14 +42,26 @@ def cmd_breakers(args: argparse.Namespace) -> int:
     for name in store.names():
         state = store.get(name)
         last = store.history(name, 1)
-        rows.append({"name": name, **asdict(state),
-                     "last_change": last[0] if last else None})
+        rows.append({"name": name, **asdict(state), "last_change": last[0] if last else None})
     if args.json:
         emit_json(rows)
         return 0
-    print(table(["breaker", "state", "consecutive failures", "failures", "successes", "changed"],
-                [(r["name"], r["state"], r["failures"], r["total_failures"], r["successes"],
-                  _ago(r["last_change"])) for r in rows]))
+    print(
+        table(
+            ["breaker", "state", "consecutive failures", "failures", "successes", "changed"],
+            [
+                (
+                    r["name"],
+                    r["state"],
+                    r["failures"],
+                    r["total_failures"],
+                    r["successes"],
+                    _ago(r["last_change"]),
+                )
+                for r in rows
+            ],
+        )
+    )
     return 0
 
 
@@ -59,9 +72,23 @@ def _ago(change: dict[str, Any] | None) -> str:
 
 
 def _letter_dict(letter: Any) -> dict[str, Any]:
-    return {c: getattr(letter, c) for c in (
-        "id", "run_id", "step_id", "task", "celery_task_id", "reason", "args", "kwargs", "error",
-        "traceback", "created_at", "replayed_at")}
+    return {
+        c: getattr(letter, c)
+        for c in (
+            "id",
+            "run_id",
+            "step_id",
+            "task",
+            "celery_task_id",
+            "reason",
+            "args",
+            "kwargs",
+            "error",
+            "traceback",
+            "created_at",
+            "replayed_at",
+        )
+    }
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
@@ -69,9 +96,15 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
     if args.json:
         emit_json([_letter_dict(d) for d in letters])
         return 0
-    print(table(["id", "created", "reason", "task", "run", "step", "error"],
-                [(d.id, d.created_at, d.reason, d.task, d.run_id, d.step_id,
-                  (d.error or "")[:60]) for d in letters]))
+    print(
+        table(
+            ["id", "created", "reason", "task", "run", "step", "error"],
+            [
+                (d.id, d.created_at, d.reason, d.task, d.run_id, d.step_id, (d.error or "")[:60])
+                for d in letters
+            ],
+        )
+    )
     return 0
 
 

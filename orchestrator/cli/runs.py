@@ -19,10 +19,18 @@ from orchestrator.tracking.store import RunRecord, StepRecord
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = sub.add_parser("run", help="start a run of a workflow (optionally wait for it)")
     run.add_argument("workflow", help="a registered workflow name (Python or YAML)")
-    run.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE",
-                     help="an input; VALUE is parsed as JSON when it can be (repeatable)")
+    run.add_argument(
+        "--input",
+        "-i",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an input; VALUE is parsed as JSON when it can be (repeatable)",
+    )
     run.add_argument("--idempotency-key", help="a second run with this key returns the first")
-    run.add_argument("--wait", action="store_true", help="wait, showing progress, and print the output")
+    run.add_argument(
+        "--wait", action="store_true", help="wait, showing progress, and print the output"
+    )
     run.add_argument("--timeout", type=float, default=None, help="seconds --wait waits (forever)")
     run.add_argument("--json", action="store_true", help="print JSON")
     run.set_defaults(handler=cmd_run)
@@ -39,11 +47,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(handler=cmd_show)
 
-    for name, text in (("cancel", "cancel a run: nothing new starts, running steps finish"),
-                       ("pause", "pause a run: steps not yet started wait"),
-                       ("resume", "resume a paused run"),
-                       ("retry", "start a new run of a failed or cancelled run, keeping the "
-                                 "outputs of the steps that succeeded")):
+    for name, text in (
+        ("cancel", "cancel a run: nothing new starts, running steps finish"),
+        ("pause", "pause a run: steps not yet started wait"),
+        ("resume", "resume a paused run"),
+        (
+            "retry",
+            "start a new run of a failed or cancelled run, keeping the "
+            "outputs of the steps that succeeded",
+        ),
+    ):
         control = sub.add_parser(name, help=text)
         control.add_argument("run_id")
         control.set_defaults(handler=cmd_control, action=name)
@@ -65,8 +78,12 @@ def parse_inputs(pairs: list[str], workflow: str) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     spec = resolve(args.workflow)
-    handle = run_workflow(spec, parse_inputs(args.input, spec.name), trigger=Trigger.CLI,
-                          idempotency_key=args.idempotency_key)
+    handle = run_workflow(
+        spec,
+        parse_inputs(args.input, spec.name),
+        trigger=Trigger.CLI,
+        idempotency_key=args.idempotency_key,
+    )
     if not args.wait:
         print(json.dumps({"run_id": handle.id}) if args.json else handle.id)
         return 0
@@ -96,10 +113,15 @@ class Progress:
         done = sum(s.status in ("succeeded", "skipped") for s in steps)
         running = [s.step_id for s in steps if s.status in ("running", "retrying")]
         line = f"[{done}/{len(steps)}] {record.status}" + (
-            f": {', '.join(running[:3])}" if running else "")
+            f": {', '.join(running[:3])}" if running else ""
+        )
         if line != self.last:
-            print(("\r\033[K" if self.tty else "") + line, end="" if self.tty else "\n",
-                  file=sys.stderr, flush=True)
+            print(
+                ("\r\033[K" if self.tty else "") + line,
+                end="" if self.tty else "\n",
+                file=sys.stderr,
+                flush=True,
+            )
             self.last = line
 
     def done(self) -> None:
@@ -113,8 +135,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.json:
         emit_json([as_dict(r) for r in runs])
         return 0
-    rows = [(r.id, r.workflow, r.status, r.trigger, r.created_at,
-             duration(r.started_at, r.finished_at), r.error_step) for r in runs]
+    rows = [
+        (
+            r.id,
+            r.workflow,
+            r.status,
+            r.trigger,
+            r.created_at,
+            duration(r.started_at, r.finished_at),
+            r.error_step,
+        )
+        for r in runs
+    ]
     print(table(["run", "workflow", "status", "trigger", "created", "took", "failed at"], rows))
     return 0
 
@@ -127,24 +159,48 @@ def cmd_show(args: argparse.Namespace) -> int:
     handle = get_run(args.run_id)
     record, steps = handle.record(), handle.steps()
     if args.json:
-        emit_json({"run": as_dict(record), "steps": [
-            {**as_dict(s), "flower": flower_link(s)} for s in steps],
-            "events": [{"at": at, "kind": kind, "detail": detail}
-                       for at, kind, detail in handle.events()]})
+        emit_json(
+            {
+                "run": as_dict(record),
+                "steps": [{**as_dict(s), "flower": flower_link(s)} for s in steps],
+                "events": [
+                    {"at": at, "kind": kind, "detail": detail}
+                    for at, kind, detail in handle.events()
+                ],
+            }
+        )
         return 0
-    print(f"run {record.id}  workflow {record.workflow}  {record.status}  "
-          f"({duration(record.started_at, record.finished_at)}, trigger {record.trigger})")
+    print(
+        f"run {record.id}  workflow {record.workflow}  {record.status}  "
+        f"({duration(record.started_at, record.finished_at)}, trigger {record.trigger})"
+    )
     if record.error:
         print(f"error at {record.error_step or '-'}: {record.error}")
     print()
-    print(table(["step", "task", "status", "attempts", "took", "error", "flower"],
-                [(s.step_id, s.task, s.status, s.attempts, duration(s.started_at, s.finished_at),
-                  _short(s.error), flower_link(s)) for s in steps]))
+    print(
+        table(
+            ["step", "task", "status", "attempts", "took", "error", "flower"],
+            [
+                (
+                    s.step_id,
+                    s.task,
+                    s.status,
+                    s.attempts,
+                    duration(s.started_at, s.finished_at),
+                    _short(s.error),
+                    flower_link(s),
+                )
+                for s in steps
+            ],
+        )
+    )
     for step in steps:
         for attempt in step.attempt_log:
             if attempt.status in ("failed", "retrying"):
-                print(f"\n{step.step_id} attempt {attempt.attempt} on {attempt.worker} "
-                      f"({attempt.status}): {attempt.error}")
+                print(
+                    f"\n{step.step_id} attempt {attempt.attempt} on {attempt.worker} "
+                    f"({attempt.status}): {attempt.error}"
+                )
     for at, kind, detail in handle.events():
         print(f"\n{_cell_time(at)} {kind}" + (f": {detail}" if detail else ""))
     print()
@@ -158,8 +214,10 @@ def graph_nodes(handle: RunHandle, steps: list[StepRecord]) -> list[GraphNode]:
     record = handle.record()
     spec_data = runtime().store.load_spec(record.workflow_version) or {"steps": []}
     status = {s.step_id: s.status for s in steps}
-    return [GraphNode(s["id"], s["task"], tuple(s.get("after") or ()), status.get(s["id"]))
-            for s in spec_data["steps"]]
+    return [
+        GraphNode(s["id"], s["task"], tuple(s.get("after") or ()), status.get(s["id"]))
+        for s in spec_data["steps"]
+    ]
 
 
 def _cell_time(at: Any) -> str:

@@ -70,15 +70,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
         try:
             spec = registry.load_file(file)
             check_tasks(spec, rt.catalog)
-            results.append({"file": str(file), "workflow": spec.name, "ok": True,
-                            "steps": len(spec.steps)})
+            results.append(
+                {"file": str(file), "workflow": spec.name, "ok": True, "steps": len(spec.steps)}
+            )
         except OrchestratorError as exc:
             results.append({"file": str(file), "ok": False, "error": str(exc)})
     if args.json:
         emit_json(results)
     for r in results if not args.json else []:
-        print(f"ok    {r['file']}: {r['workflow']} ({r['steps']} steps)" if r["ok"]
-              else f"error {r['file']}: {r['error']}")
+        print(
+            f"ok    {r['file']}: {r['workflow']} ({r['steps']} steps)"
+            if r["ok"]
+            else f"error {r['file']}: {r['error']}"
+        )
     return 0 if files and all(r["ok"] for r in results) else 1
 
 

@@ -112,8 +112,8 @@ class RedisBreakerStore(_Transitions):
         while True:
             with self.client.pipeline() as pipe:
                 try:
-                    pipe.watch(key)
-                    old = _decode(pipe.get(key))
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    old = _decode(pipe.get(key))  # type: ignore[arg-type]
                     new, result = change(old)
                     note = self._note(name, old, new)
                     pipe.multi()
@@ -129,10 +129,11 @@ class RedisBreakerStore(_Transitions):
                     continue
 
     def get(self, name: str) -> BreakerState:
-        return _decode(self.client.get(_key(name)))
+        return _decode(self.client.get(_key(name)))  # type: ignore[arg-type]
 
     def names(self) -> list[str]:
-        return sorted(n.decode() for n in self.client.smembers("orch:breakers"))
+        members: set[bytes] = self.client.smembers("orch:breakers")  # type: ignore[assignment]
+        return sorted(n.decode() for n in members)
 
     def history(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
         return [json.loads(x) for x in self.client.lrange(f"{_key(name)}:log", 0, limit - 1)]

@@ -34,7 +34,8 @@ class DelayedMessages:
     def take_due(self, now: float, limit: int = 100) -> list[dict[str, Any]]:
         """Due messages that this caller won (each is returned to exactly one caller)."""
         taken = []
-        for raw in self.client.zrangebyscore(KEY, "-inf", now, start=0, num=limit):
+        due: list[bytes] = self.client.zrangebyscore(KEY, "-inf", now, start=0, num=limit)  # type: ignore[assignment]
+        for raw in due:
             if self.client.zrem(KEY, raw):
                 taken.append(json.loads(raw))
         return taken
@@ -47,7 +48,9 @@ class DelayPump:
     """A thread that publishes due delayed messages every ``interval`` seconds."""
 
     def __init__(
-        self, delays: DelayedMessages, publish: Callable[[dict[str, Any]], None],
+        self,
+        delays: DelayedMessages,
+        publish: Callable[[dict[str, Any]], None],
         interval: float = 0.5,
     ) -> None:
         self.delays = delays

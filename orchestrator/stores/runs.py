@@ -106,28 +106,42 @@ class RunState:
             self.client.ping()
         except redis.RedisError as exc:
             raise ServiceUnavailable(
-                "Redis", redact(self.url), str(exc),
+                "Redis",
+                redact(self.url),
+                str(exc),
                 "Start Redis or set ORCHESTRATOR_REDIS_URL / ORCHESTRATOR_RESULT_BACKEND",
             ) from exc
 
-    def init_run(self, run_id: str, inputs: dict[str, Any], results: dict[str, Any],
-                 done_sinks: list[str] = ()) -> None:  # type: ignore[assignment]
+    def init_run(
+        self,
+        run_id: str,
+        inputs: dict[str, Any],
+        results: dict[str, Any],
+        done_sinks: tuple[str, ...] | list[str] = (),
+    ) -> None:
         """Store the inputs and the results a retried or recovered run starts from."""
         res = key(run_id, "res")
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(res, mapping={INPUTS: json.dumps(inputs),
-                                **{k: json.dumps(v) for k, v in results.items()}})
+        pipe.hset(
+            res,
+            mapping={INPUTS: json.dumps(inputs), **{k: json.dumps(v) for k, v in results.items()}},
+        )
         pipe.expire(res, self.ttl)
         if done_sinks:
             pipe.sadd(key(run_id, f"join:{SINKS}"), *done_sinks)
             pipe.expire(key(run_id, f"join:{SINKS}"), self.ttl)
         pipe.execute()
 
-    def claim(self, run_id: str, step_id: str, attempt: int, owner: str, lease_ms: int,
-              parents: list[str]) -> Claim:
+    def claim(
+        self, run_id: str, step_id: str, attempt: int, owner: str, lease_ms: int, parents: list[str]
+    ) -> Claim:
         """Claim a step before executing it (see the module docstring)."""
-        keys = [key(run_id, "ctl"), key(run_id, "res"), key(run_id, f"lease:{step_id}:{attempt}"),
-                key(run_id, f"deliveries:{step_id}:{attempt}")]
+        keys = [
+            key(run_id, "ctl"),
+            key(run_id, "res"),
+            key(run_id, f"lease:{step_id}:{attempt}"),
+            key(run_id, f"deliveries:{step_id}:{attempt}"),
+        ]
         reply = self._claim(keys=keys, args=[step_id, owner, lease_ms, self.ttl, *parents])
         outcome = reply[0].decode()
         if outcome == "flag":
@@ -152,8 +166,14 @@ class RunState:
         return bool(self.client.exists(key(run_id, f"lease:{step_id}:{attempt}")))
 
     def finish_step(
-        self, run_id: str, step_id: str, result: Any, joins: list[str], sink: bool,
-        attempt: int, owner: str,
+        self,
+        run_id: str,
+        step_id: str,
+        result: Any,
+        joins: list[str],
+        sink: bool,
+        attempt: int,
+        owner: str,
     ) -> tuple[list[tuple[bool, int]], tuple[bool, int] | None]:
         """Record the result, release the lease, and count the step toward joins and the run's end.
 
@@ -171,8 +191,10 @@ class RunState:
             pipe.expire(join_key, self.ttl)
         replies = pipe.execute()[2:]
         self.release(run_id, step_id, attempt, owner)
-        counts = [(bool(added), int(card))
-                  for added, card in zip(replies[0::3], replies[1::3], strict=True)]
+        counts = [
+            (bool(added), int(card))
+            for added, card in zip(replies[0::3], replies[1::3], strict=True)
+        ]
         if sink:
             return counts[:-1], counts[-1]
         return counts, None
@@ -193,13 +215,17 @@ class RunState:
             self.client.set(ctl, flag, ex=self.ttl)
 
     def flag(self, run_id: str) -> str | None:
-        raw = self.client.get(key(run_id, "ctl"))
+        raw: bytes | None = self.client.get(key(run_id, "ctl"))  # type: ignore[assignment]
         return raw.decode() if raw else None
 
     def park(self, run_id: str, signature: dict[str, Any]) -> bool:
         """Keep a step's message while its run is paused; False if the run is no longer paused."""
-        return bool(self._park(keys=[key(run_id, "ctl"), key(run_id, "parked")],
-                               args=[json.dumps(signature), self.ttl]))
+        return bool(
+            self._park(
+                keys=[key(run_id, "ctl"), key(run_id, "parked")],
+                args=[json.dumps(signature), self.ttl],
+            )
+        )
 
     def resume(self, run_id: str) -> list[dict[str, Any]]:
         """Clear the pause and hand back the parked messages (each exactly once)."""
@@ -215,7 +241,7 @@ class RunState:
         Subscribe first, then the caller checks PostgreSQL, so an end announced in between is
         still seen.
         """
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         try:
             pubsub.subscribe(done_channel(run_id))
             deadline = time.monotonic() + timeout

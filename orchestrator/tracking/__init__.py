@@ -1,6 +1,13 @@
 """Run history in PostgreSQL: models, migrations, the synchronous store and the batched writer."""
 
-from orchestrator.tracking.models import Base, DeadLetter, TaskAttempt, TaskRun, WorkflowRun, WorkflowSpecRow
+from orchestrator.tracking.models import (
+    Base,
+    DeadLetter,
+    TaskAttempt,
+    TaskRun,
+    WorkflowRun,
+    WorkflowSpecRow,
+)
 from orchestrator.tracking.store import HistoryStore, NewRun, NewStep, RunRecord, StepRecord
 from orchestrator.tracking.writer import HistoryWriter
 

@@ -128,9 +128,7 @@ class HistoryStore:
     def engine(self) -> Engine:
         # a forked worker child must not share its parent's connections
         if self._engine is None or self._pid != os.getpid():
-            self._engine = create_engine(
-                self.url, pool_pre_ping=True, pool_size=2, max_overflow=4
-            )
+            self._engine = create_engine(self.url, pool_pre_ping=True, pool_size=2, max_overflow=4)
             self._pid = os.getpid()
         return self._engine
 
@@ -212,9 +210,9 @@ class HistoryStore:
     def get_steps(self, run_id: str) -> list[StepRecord]:
         key = uuid.UUID(str(run_id))
         with Session(self.engine) as session:
-            rows = list(session.scalars(
-                select(TaskRun).where(TaskRun.run_id == key).order_by(TaskRun.id)
-            ))
+            rows = list(
+                session.scalars(select(TaskRun).where(TaskRun.run_id == key).order_by(TaskRun.id))
+            )
             attempts = session.scalars(
                 select(TaskAttempt)
                 .where(TaskAttempt.task_run_id.in_([r.id for r in rows]))
@@ -223,8 +221,15 @@ class HistoryStore:
             log: dict[int, list[AttemptRecord]] = {}
             for a in attempts:
                 log.setdefault(a.task_run_id, []).append(
-                    AttemptRecord(a.attempt, a.status, a.worker, a.error, a.traceback,
-                                  a.started_at, a.finished_at)
+                    AttemptRecord(
+                        a.attempt,
+                        a.status,
+                        a.worker,
+                        a.error,
+                        a.traceback,
+                        a.started_at,
+                        a.finished_at,
+                    )
                 )
             return [_step_record(r, log.get(r.id, [])) for r in rows]
 
@@ -274,34 +279,44 @@ class HistoryStore:
             changed = conn.execute(
                 update(WorkflowRun)
                 .where(WorkflowRun.id == uuid.UUID(str(run_id)), WorkflowRun.status.in_(source))
-                .values(status=target).returning(WorkflowRun.id)
+                .values(status=target)
+                .returning(WorkflowRun.id)
             ).first()
         return changed is not None
 
     def mark_published(self, run_id: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(update(WorkflowRun).where(WorkflowRun.id == uuid.UUID(str(run_id)))
-                         .values(published_at=text("now()")))
+            conn.execute(
+                update(WorkflowRun)
+                .where(WorkflowRun.id == uuid.UUID(str(run_id)))
+                .values(published_at=text("now()"))
+            )
 
     def add_recovery(self, run_id: str, done: list[str]) -> int:
         """Record an in-place recovery with the steps already done; returns its epoch (1, 2...)."""
         with self.engine.begin() as conn:
-            length = conn.execute(text(
-                "UPDATE workflow_runs SET recoveries = recoveries || CAST(:done AS JSONB) "
-                "WHERE id = CAST(:id AS UUID) RETURNING jsonb_array_length(recoveries)"
-            ), {"done": json.dumps([done]), "id": str(run_id)}).scalar_one()
+            length = conn.execute(
+                text(
+                    "UPDATE workflow_runs SET recoveries = recoveries || CAST(:done AS JSONB) "
+                    "WHERE id = CAST(:id AS UUID) RETURNING jsonb_array_length(recoveries)"
+                ),
+                {"done": json.dumps([done]), "id": str(run_id)},
+            ).scalar_one()
         return int(length)
 
     def add_event(self, run_id: str, kind: str, detail: str | None = None) -> None:
         with self.engine.begin() as conn:
-            conn.execute(insert(RunEvent).values(run_id=uuid.UUID(str(run_id)), kind=kind,
-                                                 detail=detail))
+            conn.execute(
+                insert(RunEvent).values(run_id=uuid.UUID(str(run_id)), kind=kind, detail=detail)
+            )
 
     def events(self, run_id: str) -> list[tuple[datetime, str, str | None]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(RunEvent.at, RunEvent.kind, RunEvent.detail)
-                                .where(RunEvent.run_id == uuid.UUID(str(run_id)))
-                                .order_by(RunEvent.id))
+            rows = conn.execute(
+                select(RunEvent.at, RunEvent.kind, RunEvent.detail)
+                .where(RunEvent.run_id == uuid.UUID(str(run_id)))
+                .order_by(RunEvent.id)
+            )
             return [(r[0], r[1], r[2]) for r in rows]
 
     # -- reconciliation -------------------------------------------------------------------------
@@ -315,8 +330,9 @@ class HistoryStore:
         with self.engine.begin() as conn:
             changed = conn.execute(
                 update(WorkflowRun)
-                .where(WorkflowRun.id == uuid.UUID(run_id),
-                       WorkflowRun.status.not_in(TERMINAL_RUNS))
+                .where(
+                    WorkflowRun.id == uuid.UUID(run_id), WorkflowRun.status.not_in(TERMINAL_RUNS)
+                )
                 .values(status=status, output=output, error=error, finished_at=text("now()"))
                 .returning(WorkflowRun.id)
             ).first()
@@ -361,7 +377,8 @@ class HistoryStore:
     def mark_replayed(self, letter_id: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(
-                update(DeadLetter).where(DeadLetter.id == letter_id)
+                update(DeadLetter)
+                .where(DeadLetter.id == letter_id)
                 .values(replayed_at=text("now()"))
             )
 

@@ -200,8 +200,10 @@ class _Batch:
         """Apply the batch in one transaction; returns the runs it finalized."""
         steps = merge_steps([e for e in self.events if isinstance(e, StepEvent)])
         finals = [e for e in self.events if isinstance(e, RunFinal)]
-        maybe_done = sorted({e.run_id for e in steps if e.status == "succeeded"}
-                            | {e.run_id for e in finals if e.status == "succeeded"})
+        maybe_done = sorted(
+            {e.run_id for e in steps if e.status == "succeeded"}
+            | {e.run_id for e in finals if e.status == "succeeded"}
+        )
         if maybe_done:
             conn.execute(_LOCK, {"runs": maybe_done})
         starts = [{"run_id": e.run_id, "at": e.started_at or e.at} for e in steps if e.starts_run]
@@ -214,8 +216,16 @@ class _Batch:
             if attempts:
                 conn.execute(_ATTEMPT, attempts)
         for skip in (e for e in self.events if isinstance(e, SkipSteps)):
-            conn.execute(_SKIP, {"run_id": skip.run_id, "steps": list(skip.steps),
-                                 "status": skip.status, "at": skip.at, "reason": skip.reason})
+            conn.execute(
+                _SKIP,
+                {
+                    "run_id": skip.run_id,
+                    "steps": list(skip.steps),
+                    "status": skip.status,
+                    "at": skip.at,
+                    "reason": skip.reason,
+                },
+            )
         dead = [_dead_params(e) for e in self.events if isinstance(e, DeadLetterEvent)]
         if dead:
             conn.execute(_DEAD, dead)
@@ -226,26 +236,46 @@ class _Batch:
 
 def _dead_params(event: DeadLetterEvent) -> dict[str, Any]:
     return {
-        "run_id": event.run_id, "step_id": event.step_id, "task": event.task,
-        "celery_task_id": event.celery_task_id, "args": json.dumps(event.args, default=repr),
-        "kwargs": json.dumps(event.kwargs, default=repr), "error": event.error,
-        "traceback": event.traceback, "reason": event.reason, "at": event.at,
+        "run_id": event.run_id,
+        "step_id": event.step_id,
+        "task": event.task,
+        "celery_task_id": event.celery_task_id,
+        "args": json.dumps(event.args, default=repr),
+        "kwargs": json.dumps(event.kwargs, default=repr),
+        "error": event.error,
+        "traceback": event.traceback,
+        "reason": event.reason,
+        "at": event.at,
     }
 
 
 def _finalize(conn: Connection, final: RunFinal) -> bool:
     """Write a run's end; True when it was a failure that this call recorded."""
     if final.status == "succeeded":
-        conn.execute(_OUTPUT, {"run_id": final.run_id, "at": final.at,
-                               "output": json.dumps(final.output)})
+        conn.execute(
+            _OUTPUT, {"run_id": final.run_id, "at": final.at, "output": json.dumps(final.output)}
+        )
         return False
-    changed = conn.execute(_FAIL, {
-        "run_id": final.run_id, "at": final.at, "error": final.error,
-        "error_step": final.error_step,
-    }).first()
+    changed = conn.execute(
+        _FAIL,
+        {
+            "run_id": final.run_id,
+            "at": final.at,
+            "error": final.error,
+            "error_step": final.error_step,
+        },
+    ).first()
     if final.skip:
-        conn.execute(_SKIP, {"run_id": final.run_id, "steps": list(final.skip),
-                             "status": "skipped", "at": final.at, "reason": final.error})
+        conn.execute(
+            _SKIP,
+            {
+                "run_id": final.run_id,
+                "steps": list(final.skip),
+                "status": "skipped",
+                "at": final.at,
+                "reason": final.error,
+            },
+        )
     return changed is not None
 
 
@@ -283,8 +313,9 @@ class HistoryWriter:
             self._pid = os.getpid()
             self._queue = queue.Queue()
             self._pending = 0
-            self._thread = threading.Thread(target=self._loop, name="orchestrator-history",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._loop, name="orchestrator-history", daemon=True
+            )
             self._thread.start()
 
     def flush(self, timeout: float = 30.0) -> bool:
@@ -301,7 +332,9 @@ class HistoryWriter:
         """Write what is queued, then stop the thread (normal worker shutdown)."""
         if self._thread is None or self._pid != os.getpid():
             return
-        self._queue.put(None)  # ends the batch being collected; it is written, then the thread exits
+        self._queue.put(
+            None
+        )  # ends the batch being collected; it is written, then the thread exits
         self._thread.join(timeout)
         if self._pending:
             log.error("history writer stopped with %d events unwritten", self._pending)

@@ -107,10 +107,25 @@ class WorkerProcess:
         self.log_path = log
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "orchestrator.worker", "worker",
-             "--loglevel=INFO", "--without-mingle", "--without-gossip", "-n", f"{name}@%h", *args],
-            cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "orchestrator.worker",
+                "worker",
+                "--loglevel=INFO",
+                "--without-mingle",
+                "--without-gossip",
+                "-n",
+                f"{name}@%h",
+                *args,
+            ],
+            cwd=ROOT,
+            env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self._await_ready()
 
@@ -147,10 +162,15 @@ def start_worker(
     started: list[WorkerProcess] = []
     logs = tmp_path_factory.mktemp("workers")
 
-    def start(name: str = "w", args: list[str] | None = None,
-              env: dict[str, str] | None = None) -> WorkerProcess:
-        worker = WorkerProcess({**servers, **(env or {})}, f"{name}{len(started)}",
-                               args or ["-c", "2"], logs / f"{name}{len(started)}.log")
+    def start(
+        name: str = "w", args: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> WorkerProcess:
+        worker = WorkerProcess(
+            {**servers, **(env or {})},
+            f"{name}{len(started)}",
+            args or ["-c", "2"],
+            logs / f"{name}{len(started)}.log",
+        )
         started.append(worker)
         return worker
 

@@ -24,16 +24,33 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 
 def test_help_explains_every_command() -> None:
-    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "--help"],
-                         capture_output=True, text=True, check=True).stdout
-    for command in ("run", "runs", "show", "cancel", "pause", "resume", "retry", "graph",
-                    "validate", "db", "breakers", "dlq"):
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for command in (
+        "run",
+        "runs",
+        "show",
+        "cancel",
+        "pause",
+        "resume",
+        "retry",
+        "graph",
+        "validate",
+        "db",
+        "breakers",
+        "dlq",
+    ):
         assert f"\n    {command} " in out
 
 
 def test_run_wait_prints_progress_and_output(worker: Any, capsys: Any) -> None:
-    code, out, err = _run(capsys, "run", "etl", "--input", "source=s3://cli", "-i", "rows=50",
-                          "--wait")
+    code, out, err = _run(
+        capsys, "run", "etl", "--input", "source=s3://cli", "-i", "rows=50", "--wait"
+    )
     assert code == 0
     assert json.loads(out).startswith("loaded ")
     assert "6 steps" in err and "[6/6] succeeded" in err
@@ -58,7 +75,13 @@ def test_show_prints_steps_links_and_the_dag(worker: Any, capsys: Any) -> None:
     assert "✓ load" in out and "← clean, stats" in out
     data = json.loads(_run(capsys, "show", run_id, "--json")[1])
     assert [s["step_id"] for s in data["steps"]] == [
-        "extract", "clean", "stats", "validate", "load", "report"]
+        "extract",
+        "clean",
+        "stats",
+        "validate",
+        "load",
+        "report",
+    ]
 
 
 def test_unknown_run_is_a_one_line_error(servers: Any, capsys: Any) -> None:
@@ -68,8 +91,7 @@ def test_unknown_run_is_a_one_line_error(servers: Any, capsys: Any) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["mermaid", "dot", "svg", "png"])
-def test_graph_of_the_example_workflow(fmt: str, servers: Any, tmp_path: Path,
-                                       capsys: Any) -> None:
+def test_graph_of_the_example_workflow(fmt: str, servers: Any, tmp_path: Path, capsys: Any) -> None:
     target = tmp_path / f"etl.{fmt}"
     code, _, err = _run(capsys, "graph", "etl", "--format", fmt, "-o", str(target))
     assert code == 0 and "6 steps" in err

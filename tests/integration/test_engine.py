@@ -98,8 +98,13 @@ def test_failing_step_fails_run_and_skips_dependents(worker: Any) -> None:
     # Then the run is failed, dependents skipped, nothing left pending or running
     assert run.status() == RunStatus.FAILED
     statuses = _settle(run)
-    assert statuses == {"a": "succeeded", "bad": "failed", "slow": "succeeded",
-                        "join": "skipped", "after": "skipped"}
+    assert statuses == {
+        "a": "succeeded",
+        "bad": "failed",
+        "slow": "succeeded",
+        "join": "skipped",
+        "after": "skipped",
+    }
     bad = next(s for s in run.steps() if s.step_id == "bad")
     assert "ValueError" in bad.attempt_log[0].traceback
 

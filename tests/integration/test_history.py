@@ -18,8 +18,9 @@ pytestmark = pytest.mark.integration
 
 def test_warm_shutdown_writes_every_buffered_event(start_worker: Callable[..., Any]) -> None:
     # Given a worker on its own queue whose history writer holds events for 60 seconds
-    held = start_worker("held", args=["-c", "2", "-Q", "held"],
-                        env={"ORCHESTRATOR_HISTORY_FLUSH_INTERVAL": "60"})
+    held = start_worker(
+        "held", args=["-c", "2", "-Q", "held"], env={"ORCHESTRATOR_HISTORY_FLUSH_INTERVAL": "60"}
+    )
     wf = Workflow("held-history")
     wf.step("a", workload.add, queue="held")
     wf.step("b", workload.double, after="a", queue="held")

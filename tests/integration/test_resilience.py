@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import Callable
@@ -22,7 +23,7 @@ def _key() -> str:
 
 def _gaps(run: Any, step: str) -> list[float]:
     log = next(s for s in run.steps() if s.step_id == step).attempt_log
-    return [(b.started_at - a.finished_at).total_seconds() for a, b in zip(log, log[1:])]
+    return [(b.started_at - a.finished_at).total_seconds() for a, b in itertools.pairwise(log)]
 
 
 def test_backoff_gaps_follow_the_policy_without_jitter(worker: Any) -> None:
@@ -34,7 +35,10 @@ def test_backoff_gaps_follow_the_policy_without_jitter(worker: Any) -> None:
     # Then there were three attempts, 1 s and 2 s apart (within 10%), each recorded
     step = run.steps()[0]
     assert step.attempts == 3 and [a.status for a in step.attempt_log] == [
-        "retrying", "retrying", "succeeded"]
+        "retrying",
+        "retrying",
+        "succeeded",
+    ]
     assert all("ConnectionError" in (a.error or "") for a in step.attempt_log[:2])
     for gap, expected in zip(_gaps(run, "s"), [1.0, 2.0], strict=True):
         assert expected * 0.9 <= gap <= expected * 1.1 + 0.1, _gaps(run, "s")
@@ -44,7 +48,9 @@ def test_jittered_gaps_stay_within_the_cap(worker: Any) -> None:
     # Given the same step with full jitter from the YAML-style per-step override
     key = _key()
     wf = Workflow("retry-jitter").step(
-        "s", workload.flaky, kwargs={"key": key},
+        "s",
+        workload.flaky,
+        kwargs={"key": key},
         retry={"max_attempts": 4, "base_delay": 1.0, "backoff": 2.0, "jitter": True},
     )
     run = wf.run()
@@ -105,7 +111,10 @@ def test_long_retry_delay_beyond_visibility_timeout_runs_once(
     start_worker("vis", args=["-c", "2", "-Q", "vis"], env={"ORCHESTRATOR_VISIBILITY_TIMEOUT": "4"})
     key = _key()
     wf = Workflow("long-delay").step(
-        "s", workload.flaky, kwargs={"key": key, "succeed_on": 2}, queue="vis",
+        "s",
+        workload.flaky,
+        kwargs={"key": key, "succeed_on": 2},
+        queue="vis",
         retry={"max_attempts": 2, "base_delay": 5.0, "jitter": False},
     )
     run = wf.run()
@@ -119,16 +128,18 @@ def test_long_retry_delay_beyond_visibility_timeout_runs_once(
 
 
 def test_soft_timeout_is_recorded_and_fails_the_step(worker: Any) -> None:
-    run = Workflow("soft").step("s", workload.sleepy, kwargs={"seconds": 3},
-                                soft_timeout=0.5).run()
+    run = Workflow("soft").step("s", workload.sleepy, kwargs={"seconds": 3}, soft_timeout=0.5).run()
     with pytest.raises(WorkflowFailed, match="SoftTimeLimitExceeded"):
         run.wait(timeout=30)
     assert run.steps()[0].attempt_log[0].status == "failed"
 
 
 def test_hard_timeout_kills_the_attempt_and_fails_the_run(worker: Any) -> None:
-    run = Workflow("hard").step("s", workload.stubborn, kwargs={"seconds": 5},
-                                timeout=1.0, soft_timeout=0.5).run()
+    run = (
+        Workflow("hard")
+        .step("s", workload.stubborn, kwargs={"seconds": 5}, timeout=1.0, soft_timeout=0.5)
+        .run()
+    )
     with pytest.raises(WorkflowFailed, match="TimeLimitExceeded"):
         run.wait(timeout=30)
     step = run.steps()[0]
@@ -154,13 +165,17 @@ def test_dead_letter_replayed_to_success(worker: Any) -> None:
     # Given a step that fails for good
     key = _key()
     workload.set_down(key, True)
-    wf = Workflow("dlq").step("first", workload.noop).step(
-        "s", workload.switch, after="first", kwargs={"key": key})
+    wf = (
+        Workflow("dlq")
+        .step("first", workload.noop)
+        .step("s", workload.switch, after="first", kwargs={"key": key})
+    )
     run = wf.run()
     with pytest.raises(WorkflowFailed):
         run.wait(timeout=30)
-    letter = _wait_for(lambda: [d for d in runtime().store.dead_letters()
-                                if str(d.run_id) == run.id])[0]
+    letter = _wait_for(
+        lambda: [d for d in runtime().store.dead_letters() if str(d.run_id) == run.id]
+    )[0]
     assert letter.step_id == "s" and letter.reason == "exhausted"
     assert "switched off" in letter.error and letter.kwargs == {"key": key}
     # When the cause is fixed and the dead letter is replayed
@@ -179,8 +194,9 @@ def test_dead_letter_replayed_to_success(worker: Any) -> None:
 def test_message_for_unregistered_task_becomes_a_dead_letter(worker: Any) -> None:
     task_id = str(uuid.uuid4())
     runtime().app.send_task("tasks.not_registered", args=[1, 2], task_id=task_id)
-    letter = _wait_for(lambda: [d for d in runtime().store.dead_letters()
-                                if d.celery_task_id == task_id])[0]
+    letter = _wait_for(
+        lambda: [d for d in runtime().store.dead_letters() if d.celery_task_id == task_id]
+    )[0]
     assert letter.reason == "unregistered" and letter.args == [1, 2]
     assert "ORCHESTRATOR_TASK_MODULES" in letter.error
 

@@ -46,7 +46,8 @@ def _largest(wf: Workflow, published: Callable[[], list[tuple[str, int]]]) -> tu
 
 @pytest.mark.parametrize("shape", [ladder, fan], ids=["diamond-ladder", "fan-out-fan-in"])
 def test_largest_message_does_not_grow_with_steps(
-    shape: Callable[[str, int], Workflow], worker: Any,
+    shape: Callable[[str, int], Workflow],
+    worker: Any,
     published: Callable[[], list[tuple[str, int]]],
 ) -> None:
     # Given the same shape at about 100 and about 500 steps

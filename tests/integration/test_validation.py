@@ -47,27 +47,50 @@ def _bad_schedule() -> Workflow:
 
 
 CASES: list[tuple[Callable[[], Workflow], dict[str, Any], type[Exception], list[str]]] = [
-    (_unknown_task, {}, UnknownTaskError, ["v-unknown-task", "'b'", "tasks.nope",
-                                             "ORCHESTRATOR_TASK_MODULES"]),
+    (
+        _unknown_task,
+        {},
+        UnknownTaskError,
+        ["v-unknown-task", "'b'", "tasks.nope", "ORCHESTRATOR_TASK_MODULES"],
+    ),
     (_duplicate, {}, DuplicateStepError, ["v-duplicate", "'a'", "defined twice"]),
     (_unknown_dep, {}, UnknownDependencyError, ["v-unknown-dep", "'b'", "'zz'"]),
     (_cycle, {}, CycleError, ["v-cycle", "a -> b -> c -> a"]),
     (lambda: Workflow("v-empty"), {}, EmptyWorkflowError, ["v-empty", "no steps"]),
     (_bad_schedule, {}, ScheduleError, ["v-schedule", "hour '25'"]),
-    (lambda: Workflow("v-inputs").step("r", workload.root), {"m": 1}, InputError,
-     ["v-inputs", "'r'", "run's inputs", "m"]),
-    (lambda: Workflow("v-missing").step("r", workload.root), {}, InputError,
-     ["v-missing", "'r'", "missing a required argument: 'n'"]),
-    (lambda: Workflow("v-json").step("r", workload.root), {"n": {1, 2}}, InputError,
-     ["v-json", "not JSON-serializable"]),
+    (
+        lambda: Workflow("v-inputs").step("r", workload.root),
+        {"m": 1},
+        InputError,
+        ["v-inputs", "'r'", "run's inputs", "m"],
+    ),
+    (
+        lambda: Workflow("v-missing").step("r", workload.root),
+        {},
+        InputError,
+        ["v-missing", "'r'", "missing a required argument: 'n'"],
+    ),
+    (
+        lambda: Workflow("v-json").step("r", workload.root),
+        {"n": {1, 2}},
+        InputError,
+        ["v-json", "not JSON-serializable"],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("build", "inputs", "error", "words"), CASES,
-                         ids=[c[2].__name__ + str(i) for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    ("build", "inputs", "error", "words"),
+    CASES,
+    ids=[c[2].__name__ + str(i) for i, c in enumerate(CASES)],
+)
 def test_invalid_workflow_is_refused_with_a_clear_message(
-    build: Callable[[], Workflow], inputs: dict[str, Any], error: type[Exception],
-    words: list[str], servers: Any, published: Callable[[], list[Any]],
+    build: Callable[[], Workflow],
+    inputs: dict[str, Any],
+    error: type[Exception],
+    words: list[str],
+    servers: Any,
+    published: Callable[[], list[Any]],
 ) -> None:
     # Given an invalid workflow or inputs
     wf = build()

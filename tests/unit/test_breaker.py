@@ -94,15 +94,19 @@ def test_transitions_are_kept(store: MemoryBreakerStore, clock: Clock) -> None:
     decision, _ = store.acquire(CFG)
     store.report(CFG, ok=True, trial=decision == "trial")
     assert [(t["from"], t["to"]) for t in store.transitions["db"]] == [
-        ("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+        ("closed", "open"),
+        ("open", "half_open"),
+        ("half_open", "closed"),
+    ]
 
 
 def test_concurrent_callers_get_one_trial(store: MemoryBreakerStore, clock: Clock) -> None:
     _fail(store, 3)
     clock.now += 30.0
     results: list[str] = []
-    threads = [threading.Thread(target=lambda: results.append(store.acquire(CFG)[0]))
-               for _ in range(20)]
+    threads = [
+        threading.Thread(target=lambda: results.append(store.acquire(CFG)[0])) for _ in range(20)
+    ]
     for t in threads:
         t.start()
     for t in threads:

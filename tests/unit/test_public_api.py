@@ -5,18 +5,47 @@ from __future__ import annotations
 import orchestrator
 
 DESIGN = {
-    "task", "retry", "circuit_breaker", "current_run", "Workflow", "Step", "Schedule",
-    "run_workflow", "get_run", "list_runs", "create_app", "RunStatus", "StepStatus",
-    "OrchestratorError", "RunNotFound", "WorkflowFailed", "CircuitOpenError",
-    "CycleError", "DuplicateStepError", "EmptyWorkflowError", "InputError", "ScheduleError",
-    "UnknownDependencyError", "UnknownTaskError", "ValidationError",
+    "task",
+    "retry",
+    "circuit_breaker",
+    "current_run",
+    "Workflow",
+    "Step",
+    "Schedule",
+    "run_workflow",
+    "get_run",
+    "list_runs",
+    "create_app",
+    "RunStatus",
+    "StepStatus",
+    "OrchestratorError",
+    "RunNotFound",
+    "WorkflowFailed",
+    "CircuitOpenError",
+    "CycleError",
+    "DuplicateStepError",
+    "EmptyWorkflowError",
+    "InputError",
+    "ScheduleError",
+    "UnknownDependencyError",
+    "UnknownTaskError",
+    "ValidationError",
 }
 
 
 def test_all_is_pinned() -> None:
     assert set(orchestrator.__all__) == DESIGN | {
-        "BreakerConfig", "InvalidTransition", "RetryPolicy", "RetrySpec", "RunHandle",
-        "ScheduleSpec", "ServiceUnavailable", "StepRun", "StepSpec", "Trigger", "WorkflowNotFound",
+        "BreakerConfig",
+        "InvalidTransition",
+        "RetryPolicy",
+        "RetrySpec",
+        "RunHandle",
+        "ScheduleSpec",
+        "ServiceUnavailable",
+        "StepRun",
+        "StepSpec",
+        "Trigger",
+        "WorkflowNotFound",
         "WorkflowSpec",
     }
     for name in orchestrator.__all__:
@@ -32,6 +61,19 @@ def test_every_error_derives_from_orchestrator_error() -> None:
 
 def test_statuses_are_the_design_strings() -> None:
     assert [s.value for s in orchestrator.RunStatus] == [
-        "pending", "running", "paused", "succeeded", "failed", "cancelled"]
+        "pending",
+        "running",
+        "paused",
+        "succeeded",
+        "failed",
+        "cancelled",
+    ]
     assert [s.value for s in orchestrator.StepStatus] == [
-        "pending", "running", "retrying", "succeeded", "failed", "skipped", "cancelled"]
+        "pending",
+        "running",
+        "retrying",
+        "succeeded",
+        "failed",
+        "skipped",
+        "cancelled",
+    ]

@@ -27,17 +27,22 @@ def upgrade() -> None:
         "run_events",
         sa.Column("id", sa.BigInteger(), autoincrement=True, primary_key=True),
         sa.Column(
-            "run_id", sa.UUID(), sa.ForeignKey("workflow_runs.id", ondelete="CASCADE"),
+            "run_id",
+            sa.UUID(),
+            sa.ForeignKey("workflow_runs.id", ondelete="CASCADE"),
             nullable=False,
         ),
-        sa.Column("at", sa.DateTime(timezone=True), server_default=sa.text("now()"),
-                  nullable=False),
+        sa.Column(
+            "at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+        ),
         sa.Column("kind", sa.String(32), nullable=False),
         sa.Column("detail", sa.Text()),
     )
     op.create_index("ix_run_events_run_id", "run_events", ["run_id"])
     op.create_index(
-        "ix_workflow_runs_unpublished", "workflow_runs", ["created_at"],
+        "ix_workflow_runs_unpublished",
+        "workflow_runs",
+        ["created_at"],
         postgresql_where=sa.text("published_at IS NULL"),
     )
 
