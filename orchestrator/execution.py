@@ -25,6 +25,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore, Retry
 from celery.worker.request import Request
+from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.backoff import RetryPolicy
 from orchestrator.breaker import BreakerConfig
@@ -59,7 +60,13 @@ class StepTask(Task):  # type: ignore[misc]
         ctx = kwargs.pop(CTX_KEY, None)
         if ctx is None:
             return self._plain(args, kwargs)
-        return Step(self, ctx).execute(args, kwargs)
+        try:
+            step = Step(self, ctx)
+        except SQLAlchemyError as exc:
+            # PostgreSQL is away and this process has not seen the run's plan yet: try again
+            # soon; this is not an attempt of the step
+            raise self.retry(countdown=2.0, max_retries=None, exc=exc) from exc
+        return step.execute(args, kwargs)
 
     def _plain(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self.breaker is None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kombu.exceptions import OperationalError as KombuOperationalError
+from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator import registry
 from orchestrator.canvas import CanvasBuilder, task_id
@@ -194,7 +195,10 @@ class RunHandle:
         """
         limit = 10.0**9 if timeout is None else timeout
         for _announced in self._rt.state.watch_done(self.id, limit, tick=progress_every):
-            record = self.record()
+            try:
+                record = self.record()
+            except SQLAlchemyError:
+                continue  # PostgreSQL is restarting: look again at the next tick
             if RunStatus(record.status).terminal:
                 return self._outcome(record)
             if on_progress is not None:
