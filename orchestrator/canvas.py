@@ -63,8 +63,8 @@ class CanvasBuilder:
 
     def context(self, step_id: str) -> dict[str, Any]:
         ctx: dict[str, Any] = {
-            "run_id": self.run_id,
             "step_id": step_id,
+            "run_id": self.run_id,
             "workflow": self.spec.name,
             "version": self.plan.version,
         }
@@ -79,10 +79,11 @@ class CanvasBuilder:
     def signature(self, step_id: str) -> Signature:
         step = self._steps[step_id]
         mode = self.plan.steps[step_id].mode
+        # the context goes first: Flower keeps only the first 1024 characters of kwargs
+        given = {**(self.inputs if mode == "inputs" else {}), **step.kwargs}
         kwargs = {
-            **(self.inputs if mode == "inputs" else {}),
-            **step.kwargs,
             CTX_KEY: self.context(step_id),
+            **{k: v for k, v in given.items() if k != CTX_KEY},
         }
         return self.app.signature(
             step.task,
