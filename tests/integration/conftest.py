@@ -25,7 +25,21 @@ import redis
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[2]
-TEST_REDIS_DB = int(os.environ.get("ORCHESTRATOR_TEST_REDIS_DB", "13"))
+SESSION = uuid.uuid4().hex
+
+
+def _own_redis_db(base: str) -> str:
+    """A Redis db number no other test session holds (13 first, then 12, 11, ...).
+
+    ``ORCHESTRATOR_TEST_REDIS_DB`` pins one. The db is held by a key that expires, so a killed
+    session frees it within an hour.
+    """
+    pinned = os.environ.get("ORCHESTRATOR_TEST_REDIS_DB")
+    for db in [int(pinned)] if pinned else range(13, 0, -1):
+        url = urlunsplit(urlsplit(base)._replace(path=f"/{db}"))
+        if redis.Redis.from_url(url).set("orchestrator:test-session", SESSION, nx=True, ex=3600):
+            return url
+    raise RuntimeError("every Redis db from 1 to 13 is held by another test session")
 TASK_MODULES = "tasks,tests.integration.workload"
 
 
@@ -49,7 +63,7 @@ def _base_urls(tmp: Path) -> tuple[str, str, Any]:
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """The ORCHESTRATOR_* environment of this test session (own database, own Redis db)."""
     redis_base, db_base, embedded = _base_urls(tmp_path_factory.mktemp("servers"))
-    redis_url = urlunsplit(urlsplit(redis_base)._replace(path=f"/{TEST_REDIS_DB}"))
+    redis_url = _own_redis_db(redis_base)
     db_name = f"orchestrator_test_{uuid.uuid4().hex[:8]}"
     db_url = make_url(db_base).set(database=db_name).render_as_string(hide_password=False)
     env = {
@@ -64,7 +78,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     _reset_orchestrator()
-    redis.Redis.from_url(redis_url).flushdb()
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.set("orchestrator:test-session", SESSION, ex=3600)
     from orchestrator.settings import get_settings
     from orchestrator.tracking.migrate import upgrade
 
