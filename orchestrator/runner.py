@@ -13,7 +13,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from orchestrator import registry
 from orchestrator.canvas import CanvasBuilder, task_id
 from orchestrator.errors import InvalidTransition, RunNotFound, ServiceUnavailable, WorkflowFailed
-from orchestrator.maintenance import schedule_deadline
 from orchestrator.planner import Plan, build_plan
 from orchestrator.runtime import PlanKey, Runtime, runtime
 from orchestrator.settings import redact
@@ -92,6 +91,8 @@ def submit(spec: WorkflowSpec, sub: Submission) -> RunHandle:
     builder = CanvasBuilder(rt.app, spec, plan, run_id, sub.inputs, resumed=bool(done))
     publish_start(rt, builder, plan)
     if spec.deadline:
+        from orchestrator.maintenance import schedule_deadline  # builds the app: only when needed
+
         schedule_deadline(run_id, spec.deadline)
     return RunHandle(run_id, rt)
 

@@ -1,0 +1,145 @@
+"""``make demo``: run the example ``etl`` workflow on a real Celery worker, start to finish.
+
+Without ORCHESTRATOR_* URLs it starts embedded Redis and PostgreSQL (data under
+``.orchestrator/demo``); with them it uses those servers. It applies the migrations, starts
+``celery -A orchestrator.worker worker -c 2``, runs ``etl``, prints the steps and the output, and
+stops everything it started, on success, failure or Ctrl-C alike. Exit status 0 on success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.app import celery_config, get_app
+from orchestrator.cli.output import duration, table
+from orchestrator.devserver import Backends, migrate, open_backends, shown, worker_service
+from orchestrator.errors import WorkflowFailed
+from orchestrator.runner import RunHandle
+from orchestrator.runtime import reset_runtime
+from orchestrator.settings import get_settings, redact
+from orchestrator.supervision import Service, interrupt_on_signals, stop_services, uninterrupted
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = ROOT / ".orchestrator" / "demo"
+WORKFLOW = "etl"
+INPUTS = {"source": "s3://bucket/day"}
+CONCURRENCY = 2
+RUN_TIMEOUT = 60.0
+
+_began = time.monotonic()
+
+
+def say(text: str) -> None:
+    print(f"[demo {time.monotonic() - _began:5.1f}s] {text}", flush=True)
+
+
+def main() -> int:
+    os.chdir(ROOT)  # the example tasks and config/workflows are found from the project root
+    os.environ.setdefault("ORCHESTRATOR_WORKFLOWS_PATH", str(ROOT / "config" / "workflows"))
+    cleanup = contextlib.ExitStack()
+    with interrupt_on_signals():
+        try:
+            demo(cleanup)
+            code = 0
+        except KeyboardInterrupt:
+            say("interrupted")
+            code = 130
+        except Exception as exc:  # report it, then stop everything all the same
+            say(f"failed: {type(exc).__name__}: {exc}")
+            code = 1
+        finally:
+            with uninterrupted():
+                cleanup.close()
+    say("done" if code == 0 else f"exit status {code}")
+    return code
+
+
+def demo(cleanup: contextlib.ExitStack) -> None:
+    backends = open_backends(DATA_DIR, say=say)
+    cleanup.callback(_stop_backends, backends)
+    say(f"Redis {redact(backends.redis_url)}, PostgreSQL {redact(backends.database_url)}")
+    say("applying the database migrations")
+    migrate(backends.env)
+    use_servers(backends.env)
+    worker = worker_service(backends.env, DATA_DIR / "worker.log", CONCURRENCY, "demo")
+    say(f"starting a worker: celery -A orchestrator.worker worker -c {CONCURRENCY}")
+    cleanup.callback(_stop_worker, worker)
+    worker.start()
+    worker.await_ready()
+    say(f"worker ready (log {shown(worker.log)})")
+    run_example()
+
+
+def use_servers(env: dict[str, str]) -> None:
+    """Point this process, which submits the run, at the worker's servers.
+
+    Importing ``orchestrator`` already built the Celery app from the environment of that
+    moment (the default broker), so its configuration is rebuilt from the new settings.
+    """
+    os.environ.update(env)
+    get_settings.cache_clear()
+    reset_runtime()
+    app = get_app()
+    app.conf.update(celery_config(get_settings()))
+    if app.conf.broker_url != env["ORCHESTRATOR_BROKER_URL"]:
+        raise RuntimeError(f"the Celery app still uses {redact(app.conf.broker_url)}")
+
+
+def run_example() -> None:
+    from orchestrator import run_workflow
+
+    say(f"running workflow {WORKFLOW!r} with inputs {json.dumps(INPUTS)}")
+    handle = run_workflow(WORKFLOW, inputs=INPUTS)
+    say(f"run {handle.id} submitted; waiting for it to finish")
+    try:
+        output = handle.wait(timeout=RUN_TIMEOUT)
+    except WorkflowFailed:
+        print_steps(handle)
+        raise
+    record = handle.record()
+    say(f"run {record.status} in {duration(record.started_at, record.finished_at)}:")
+    print_steps(handle)
+    print(f"output: {json.dumps(output, indent=2, default=str)}\n", flush=True)
+
+
+def print_steps(handle: RunHandle) -> None:
+    start = handle.record().started_at
+    rows: list[tuple[Any, ...]] = [
+        (
+            s.step_id,
+            s.task,
+            s.status,
+            s.attempts,
+            _offset(start, s.started_at),
+            duration(s.started_at, s.finished_at),
+        )
+        for s in handle.steps()
+    ]
+    print(f"\n{table(['step', 'task', 'status', 'attempts', 'started', 'took'], rows)}\n")
+
+
+def _offset(start: Any, when: Any) -> str:
+    """When a step started, counted from the run's start (``+12ms``)."""
+    return "-" if start is None or when is None else "+" + duration(start, when)
+
+
+def _stop_worker(worker: Service) -> None:
+    if worker.proc is not None:
+        say("stopping the worker")
+        stop_services([worker])
+
+
+def _stop_backends(backends: Backends) -> None:
+    if backends.embedded is not None:
+        say("stopping embedded Redis and PostgreSQL")
+        backends.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
