@@ -5,13 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from celery import signals
+from kombu import Exchange, Queue
 
-from orchestrator import recovery
+from orchestrator import recovery, registry
 from orchestrator.runtime import runtime
 
 _rt = runtime()
 app = _rt.app
 _rt.load_modules()
+# without -Q a worker consumes the default queue and every queue a loaded workflow's steps name
+app.conf.task_queues = [
+    Queue(name, Exchange(name), routing_key=name)
+    for name in sorted(
+        {s.queue for w in registry.all_workflows() for s in w.steps if s.queue}
+        | {app.conf.task_default_queue}
+    )
+]
 
 
 
