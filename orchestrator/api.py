@@ -81,6 +81,7 @@ class Workflow:
         self.schedule = schedule
         self.deadline = deadline
         self._steps: list[StepSpec] = list(steps or [])
+        registry.add_builder(name, self)  # so beat and run_workflow(name) find it
 
     def step(
         self, id: str, task: Any, after: str | list[str] | None = None, **options: Any

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from orchestrator.errors import ValidationError, WorkflowNotFound
 from orchestrator.spec import WorkflowSpec, parse_spec
 
+log = logging.getLogger("orchestrator")
 _lock = threading.Lock()
 _workflows: dict[str, WorkflowSpec] = {}
+_builders: dict[str, Any] = {}  # Python ``Workflow`` objects, validated when first looked up
 _loaded_paths: set[str] = set()
 
 
@@ -19,7 +23,31 @@ def register(spec: WorkflowSpec) -> WorkflowSpec:
     """Make ``spec`` findable by name (the newest definition of a name wins)."""
     with _lock:
         _workflows[spec.name] = spec
+        _builders.pop(spec.name, None)
     return spec
+
+
+def add_builder(name: str, builder: Any) -> None:
+    """Register a Python ``Workflow`` by name; its spec is built when it is looked up."""
+    with _lock:
+        _builders[name] = builder
+
+
+def _materialize(name: str | None = None) -> None:
+    """Build the specs of registered Python workflows (of ``name`` only, when given).
+
+    Looking one up by name raises its validation error; listing all skips the invalid ones.
+    """
+    with _lock:
+        names = [name] if name is not None else list(_builders)
+        builders = [(n, _builders.pop(n)) for n in names if n in _builders]
+    for found, builder in builders:
+        try:
+            register(builder.spec)
+        except ValidationError:
+            if name is not None:
+                raise
+            log.warning("workflow %r is not valid; skipped", found)
 
 
 def load_file(path: Path) -> WorkflowSpec:
@@ -52,6 +80,7 @@ def ensure_loaded(path: str | Path) -> None:
 
 
 def get(name: str) -> WorkflowSpec:
+    _materialize(name)
     with _lock:
         spec = _workflows.get(name)
         known = list(_workflows)
@@ -61,5 +90,6 @@ def get(name: str) -> WorkflowSpec:
 
 
 def all_workflows() -> list[WorkflowSpec]:
+    _materialize()
     with _lock:
         return list(_workflows.values())

@@ -8,6 +8,7 @@ from celery import signals
 from kombu import Exchange, Queue
 
 from orchestrator import recovery, registry
+from orchestrator.periodic import install as install_schedules
 from orchestrator.runtime import runtime
 
 _rt = runtime()
@@ -21,7 +22,7 @@ app.conf.task_queues = [
         | {app.conf.task_default_queue}
     )
 ]
-
+install_schedules(app)  # beat's tasks, and one beat entry per workflow schedule
 
 
 @signals.worker_ready.connect(weak=False)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from orchestrator.errors import OrchestratorError
 
-COMMAND_MODULES = ("runs", "workflows", "resilience", "db", "dev")
+COMMAND_MODULES = ("runs", "workflows", "resilience", "schedules", "db", "dev")
 
 
 def build_parser() -> argparse.ArgumentParser:

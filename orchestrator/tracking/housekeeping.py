@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from orchestrator.status import RUN_TERMINAL, Trigger
 from orchestrator.tracking.models import WorkflowRun
 
 TERMINAL_RUNS = tuple(sorted(RUN_TERMINAL))
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
+"""Errors of an unreachable or restarting PostgreSQL, worth retrying."""
 
 
 @dataclass(frozen=True)
