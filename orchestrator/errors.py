@@ -133,4 +133,4 @@ class ServiceUnavailable(OrchestratorError):
     def __init__(self, service: str, url: str, detail: str, fix: str) -> None:
         self.service = service
         self.url = url
-        super().__init__(f"cannot reach {service} at {url}: {detail}. {fix}")
+        super().__init__(f"cannot reach {service} at {url}: {detail.rstrip('. ')}. {fix}")

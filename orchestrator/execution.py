@@ -31,7 +31,7 @@ from orchestrator.backoff import RetryPolicy
 from orchestrator.breaker import BreakerConfig
 from orchestrator.canvas import CTX_KEY, CanvasBuilder
 from orchestrator.context import RunContext, reset_current, set_current
-from orchestrator.errors import CircuitOpenError
+from orchestrator.errors import CircuitOpenError, ServiceUnavailable
 from orchestrator.planner import Plan, StepPlan
 from orchestrator.runtime import PlanKey, Runtime, runtime
 from orchestrator.spec import StepSpec, WorkflowSpec
@@ -62,7 +62,7 @@ class StepTask(Task):  # type: ignore[misc]
             return self._plain(args, kwargs)
         try:
             step = Step(self, ctx)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, ServiceUnavailable) as exc:
             # PostgreSQL is away and this process has not seen the run's plan yet: try again
             # soon; this is not an attempt of the step
             raise self.retry(countdown=2.0, max_retries=None, exc=exc) from exc

@@ -26,6 +26,7 @@ import redis
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.canvas import CanvasBuilder
+from orchestrator.errors import ServiceUnavailable
 from orchestrator.planner import build_plan
 from orchestrator.runner import publish_start
 from orchestrator.runtime import PlanKey, Runtime, runtime
@@ -92,7 +93,7 @@ class Reconciler:
             try:
                 if self._leader(interval):
                     self.pass_once()
-            except (redis.RedisError, SQLAlchemyError, OSError) as exc:
+            except (redis.RedisError, SQLAlchemyError, ServiceUnavailable, OSError) as exc:
                 log.warning("reconciler pass skipped: %s", exc)
 
     def _leader(self, interval: float) -> bool:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from kombu.exceptions import OperationalError as KombuOperationalError
-from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator import registry
 from orchestrator.canvas import CanvasBuilder, task_id
@@ -198,7 +197,7 @@ class RunHandle:
         for _announced in self._rt.state.watch_done(self.id, limit, tick=progress_every):
             try:
                 record = self.record()
-            except SQLAlchemyError:
+            except ServiceUnavailable:
                 continue  # PostgreSQL is restarting: look again at the next tick
             if RunStatus(record.status).terminal:
                 return self._outcome(record)

@@ -6,18 +6,22 @@ The hot path of a step never calls this module; workers write through
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from orchestrator.errors import ServiceUnavailable
+from orchestrator.settings import redact
 from orchestrator.status import RUN_TERMINAL, STEP_TERMINAL
 from orchestrator.tracking.models import (
     DeadLetter,
@@ -28,6 +32,7 @@ from orchestrator.tracking.models import (
     WorkflowSpecRow,
 )
 
+T = TypeVar("T")
 TERMINAL_STEPS = tuple(sorted(STEP_TERMINAL))
 TERMINAL_RUNS = tuple(sorted(RUN_TERMINAL))
 
@@ -116,6 +121,38 @@ class StepRecord:
         return None
 
 
+def _reachable(cls: type[T]) -> type[T]:
+    """Every public method raises ``ServiceUnavailable`` (URL redacted, what to do) when
+    PostgreSQL cannot be reached, instead of a driver traceback."""
+    for name, method in list(vars(cls).items()):
+        if callable(method) and not name.startswith("_") and name != "dispose":
+            setattr(cls, name, _translated(method))
+    return cls
+
+
+def _translated(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(self: HistoryStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except OperationalError as exc:
+            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise ServiceUnavailable(
+                "PostgreSQL",
+                redact(render_url(self.url)),
+                detail,
+                "Start PostgreSQL, or set ORCHESTRATOR_DATABASE_URL to a server that runs "
+                "(then `orchestrator db upgrade`)",
+            ) from exc
+
+    return call
+
+
+def render_url(sqlalchemy_url: str) -> str:
+    return sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@_reachable
 class HistoryStore:
     """The run-history tables, through a per-process SQLAlchemy engine."""
 
