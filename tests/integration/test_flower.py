@@ -1,7 +1,7 @@
 """Flower with ``config/flowerconfig.py``: credentials required, a run's tasks found by run id.
 
 A real worker and a real Flower process; the browser is Debian's chromium driven by Playwright
-(``scripts/install-browser.sh`` installs it). The screenshot is left in ``artifacts/``.
+(``scripts/install-ci-tools.sh`` installs it). The screenshot is left in ``artifacts/``.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def test_flower_listens_on_loopback_only(flower: Flower) -> None:
 
 def test_browser_finds_a_runs_tasks_by_run_id(flower: Flower, finished_run: Any) -> None:
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing; scripts/install-browser.sh installs it")
+        pytest.skip(f"{CHROMIUM} is missing; scripts/install-ci-tools.sh installs it")
     from playwright.sync_api import expect, sync_playwright
 
     steps = finished_run.steps()
