@@ -37,8 +37,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend_transport_options": visibility,
         "worker_hijack_root_logger": False,
         "enable_utc": True,
-        **({"worker_concurrency": settings.worker_concurrency}
-           if settings.worker_concurrency else {}),
+        **(
+            {"worker_concurrency": settings.worker_concurrency}
+            if settings.worker_concurrency
+            else {}
+        ),
     }
 
 
@@ -59,6 +62,7 @@ def get_app() -> Celery:
         _default.set_default()
         signals.worker_process_shutdown.connect(_close_history, weak=False)
         signals.worker_shutdown.connect(_close_history, weak=False)
+        _connect_operations()
     return _default
 
 
@@ -67,6 +71,43 @@ def _close_history(**_: Any) -> None:
     from orchestrator.execution import shutdown
 
     shutdown()
+
+
+def _connect_operations() -> None:
+    """Worker log format and context, and the monitoring endpoint of the main process."""
+    signals.after_setup_logger.connect(_setup_logs, weak=False)
+    signals.after_setup_task_logger.connect(_setup_logs, weak=False)
+    signals.worker_ready.connect(_start_monitoring, weak=False)
+    signals.worker_shutdown.connect(_stop_monitoring, weak=False)
+    signals.worker_process_init.connect(_child_monitoring, weak=False)
+
+
+def _setup_logs(logger: Any = None, **_: Any) -> None:
+    from orchestrator.logs import configure
+
+    configure(logger, get_settings().log_format)
+
+
+def _start_monitoring(sender: Any = None, **_: Any) -> None:
+    # imported only by a worker that serves it: prometheus-client and http.server stay unloaded
+    if get_settings().metrics_port is not None:
+        from orchestrator import monitoring
+
+        monitoring.start(sender.app, get_settings(), get_settings().metrics_host)
+
+
+def _stop_monitoring(**_: Any) -> None:
+    if get_settings().metrics_port is not None:
+        from orchestrator import monitoring
+
+        monitoring.stop()
+
+
+def _child_monitoring(**_: Any) -> None:
+    if get_settings().metrics_port is not None:
+        from orchestrator import monitoring
+
+        monitoring.forget_inherited()
 
 
 @overload
@@ -104,5 +145,9 @@ class CeleryCatalog:
         try:
             return inspect.signature(func)
         except (TypeError, ValueError):
-            return inspect.Signature([inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
-                                      inspect.Parameter("kw", inspect.Parameter.VAR_KEYWORD)])
+            return inspect.Signature(
+                [
+                    inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
+                    inspect.Parameter("kw", inspect.Parameter.VAR_KEYWORD),
+                ]
+            )

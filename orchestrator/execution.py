@@ -14,6 +14,7 @@ history goes to the batched writer.
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import threading
 import time
@@ -38,6 +39,8 @@ from orchestrator.spec import StepSpec, WorkflowSpec
 from orchestrator.stores.runs import Claim
 from orchestrator.stores.runs import key as run_key
 from orchestrator.tracking.writer import DeadLetterEvent, RunFinal, SkipSteps, StepEvent
+
+log = logging.getLogger("orchestrator.step")
 
 
 def now() -> datetime:
@@ -76,6 +79,15 @@ class StepTask(Task):  # type: ignore[misc]
         if decision == "defer":
             raise CircuitOpenError(self.breaker.name, wait)
         return guarded(self.breaker, decision == "trial", lambda: self.run(*args, **kwargs))
+
+
+def signature_of(task: StepTask) -> inspect.Signature:
+    """The task function's signature, computed once per task."""
+    found: inspect.Signature | None = task.__dict__.get("_orchestrator_signature")
+    if found is None:
+        found = inspect.signature(task.run)
+        task.__dict__["_orchestrator_signature"] = found
+    return found
 
 
 def guarded(cfg: BreakerConfig, trial: bool, call: Any) -> Any:
@@ -202,7 +214,7 @@ class Step:
 
     def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any], trial: bool | None) -> Any:
         try:
-            inspect.signature(self.task.run).bind(*args, **kwargs)
+            signature_of(self.task).bind(*args, **kwargs)
         except TypeError as exc:
             raise BadArguments(f"{self.task.name} cannot take these arguments: {exc}") from exc
         if trial is None or self.task.breaker is None:
@@ -252,10 +264,11 @@ class Step:
         retryable = not isinstance(exc, BadArguments)
         self.rt.state.release(self.run_id, self.step_id, self.attempt, self.owner)
         if retryable and self.policy and self.policy.should_retry(exc, self.attempt):
+            delay = self.policy.delay(self.attempt)
+            log.warning("attempt %d failed (%s); retrying in %.2fs", self.attempt, error, delay)
             self._record("retrying", error=error, traceback=trace)
-            schedule_retry(
-                self.task, self.task.request, self.ctx, self.policy.delay(self.attempt), exc
-            )
+            schedule_retry(self.task, self.task.request, self.ctx, delay, exc)
+        log.error("attempt %d failed for good: %s", self.attempt, error)
         self._record("failed", error=error, traceback=trace)
         self._dead_letter("exhausted" if retryable else "bad_arguments", args, kwargs, error, trace)
         fail_run(self.rt, self.run_id, self.plan, self.step_id, error)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal, TypeAlias
 
 from orchestrator.spec import WorkflowSpec
@@ -79,8 +80,9 @@ class Plan:
     order: tuple[str, ...]
     children: dict[str, tuple[str, ...]] = field(repr=False)
 
-    @property
+    @cached_property
     def sinks(self) -> list[str]:
+        """The sinks this plan runs (a retried run's done sinks are not among them)."""
         return [s for s in self.order if s in self.steps and self.steps[s].sink]
 
     @property

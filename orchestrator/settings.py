@@ -82,6 +82,9 @@ class Settings(BaseSettings):
         None, description="Flower credentials as user:password (required to start Flower)."
     )
     metrics_port: int | None = Field(None, description="Port for /metrics, /health and /ready.")
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address the metrics endpoint binds (0.0.0.0 in a container)."
+    )
     log_format: Literal["text", "json"] = Field("text", description="Worker log line format.")
     worker_concurrency: int | None = Field(None, description="Default worker concurrency.")
 

@@ -12,6 +12,7 @@ import hashlib
 import inspect
 import json
 import re
+from functools import cached_property
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -108,23 +109,24 @@ class WorkflowSpec(BaseModel):
 
     def step(self, step_id: str) -> StepSpec:
         """The step with this id."""
-        for step in self.steps:
-            if step.id == step_id:
-                return step
-        raise KeyError(step_id)
+        return self._by_id[step_id]
+
+    @cached_property
+    def _by_id(self) -> dict[str, StepSpec]:
+        return {s.id: s for s in self.steps}
 
     @property
     def roots(self) -> list[str]:
         """Steps with no dependency, in declaration order."""
         return [s.id for s in self.steps if not s.after]
 
-    @property
+    @cached_property
     def sinks(self) -> list[str]:
         """Steps nothing depends on, in declaration order."""
         used = {dep for s in self.steps for dep in s.after}
         return [s.id for s in self.steps if s.id not in used]
 
-    @property
+    @cached_property
     def version(self) -> str:
         """A hash of everything that affects execution; equal specs share it."""
         body = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

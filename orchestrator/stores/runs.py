@@ -40,6 +40,18 @@ for i = 5, #ARGV do
 end
 return out
 """
+_FINISH = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
+local out = {}
+for i = 3, #KEYS do
+  table.insert(out, redis.call('SADD', KEYS[i], ARGV[1]))
+  table.insert(out, redis.call('SCARD', KEYS[i]))
+  redis.call('EXPIRE', KEYS[i], ARGV[3])
+end
+return out
+"""
 _PARK = """
 if redis.call('GET', KEYS[1]) ~= 'paused' then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[1])
@@ -96,6 +108,7 @@ class RunState:
             url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
         )
         self._claim = self.client.register_script(_CLAIM)
+        self._finish = self.client.register_script(_FINISH)
         self._park = self.client.register_script(_PARK)
         self._resume = self.client.register_script(_RESUME)
         self._release = self.client.register_script(_RELEASE)
@@ -180,20 +193,15 @@ class RunState:
         Returns, for each join and then for the sinks, whether this call added the step and the
         set's size after it.
         """
-        pipe = self.client.pipeline(transaction=True)
-        res = key(run_id, "res")
-        pipe.hset(res, step_id, json.dumps(result))
-        pipe.expire(res, self.ttl)
-        for join in [*joins, *([SINKS] if sink else [])]:
-            join_key = key(run_id, f"join:{join}")
-            pipe.sadd(join_key, step_id)
-            pipe.scard(join_key)
-            pipe.expire(join_key, self.ttl)
-        replies = pipe.execute()[2:]
-        self.release(run_id, step_id, attempt, owner)
+        joins_keys = [key(run_id, f"join:{j}") for j in [*joins, *([SINKS] if sink else [])]]
+        lease = key(run_id, f"lease:{step_id}:{attempt}")
+        replies = self._finish(
+            keys=[key(run_id, "res"), lease, *joins_keys],
+            args=[step_id, json.dumps(result), self.ttl, owner],
+        )
         counts = [
             (bool(added), int(card))
-            for added, card in zip(replies[0::3], replies[1::3], strict=True)
+            for added, card in zip(replies[0::2], replies[1::2], strict=True)
         ]
         if sink:
             return counts[:-1], counts[-1]

@@ -88,22 +88,31 @@ class DeadLetterEvent:
 
 Event = StepEvent | SkipSteps | RunFinal | DeadLetterEvent
 
-_STEP = text("""
-UPDATE task_runs SET status = :status,
-    attempts = GREATEST(attempts, :attempt),
-    started_at = COALESCE(started_at, :started_at),
-    finished_at = COALESCE(:finished_at, finished_at),
-    result = COALESCE(CAST(:result AS JSONB), result),
-    error = CASE WHEN :status = 'succeeded' THEN NULL ELSE COALESCE(:error, error) END
-WHERE run_id = CAST(:run_id AS UUID) AND step_id = :step_id AND attempts <= :attempt
-  AND (status NOT IN ('succeeded', 'failed', 'skipped', 'cancelled')
-       OR (status = :status AND finished_at IS NULL))
+# One statement per batch, whatever its size: the rows travel as arrays (unnest), which costs a
+# few microseconds a row instead of a round trip each.
+_ROWS = """unnest(CAST(:run_id AS UUID[]), CAST(:step_id AS TEXT[]), CAST(:attempt AS INT[]),
+              CAST(:status AS TEXT[]), CAST(:worker AS TEXT[]), CAST(:started_at AS TIMESTAMPTZ[]),
+              CAST(:finished_at AS TIMESTAMPTZ[]), CAST(:result AS JSONB[]),
+              CAST(:error AS TEXT[]), CAST(:traceback AS TEXT[]))
+    AS v(run_id, step_id, attempt, status, worker, started_at, finished_at, result, error,
+         traceback)"""
+_STEP = text(f"""
+UPDATE task_runs t SET status = v.status,
+    attempts = GREATEST(t.attempts, v.attempt),
+    started_at = COALESCE(t.started_at, v.started_at),
+    finished_at = COALESCE(v.finished_at, t.finished_at),
+    result = COALESCE(v.result, t.result),
+    error = CASE WHEN v.status = 'succeeded' THEN NULL ELSE COALESCE(v.error, t.error) END
+FROM {_ROWS}
+WHERE t.run_id = v.run_id AND t.step_id = v.step_id AND t.attempts <= v.attempt
+  AND (t.status NOT IN ('succeeded', 'failed', 'skipped', 'cancelled')
+       OR (t.status = v.status AND t.finished_at IS NULL))
 """)
-_ATTEMPT = text("""
+_ATTEMPT = text(f"""
 INSERT INTO task_attempts (task_run_id, attempt, status, worker, error, traceback,
                            started_at, finished_at)
-SELECT id, :attempt, :status, :worker, :error, :traceback, :started_at, :finished_at
-FROM task_runs WHERE run_id = CAST(:run_id AS UUID) AND step_id = :step_id
+SELECT t.id, v.attempt, v.status, v.worker, v.error, v.traceback, v.started_at, v.finished_at
+FROM {_ROWS} JOIN task_runs t ON t.run_id = v.run_id AND t.step_id = v.step_id
 ON CONFLICT (task_run_id, attempt) DO UPDATE SET
     status = CASE WHEN task_attempts.finished_at IS NULL THEN EXCLUDED.status
                   ELSE task_attempts.status END,
@@ -173,6 +182,12 @@ def _step_params(event: StepEvent) -> dict[str, Any]:
     }
 
 
+def _columns(events: list[StepEvent]) -> dict[str, list[Any]]:
+    """The events' parameters as one array per column, for ``unnest``."""
+    rows = [_step_params(e) for e in events]
+    return {name: [row[name] for row in rows] for name in rows[0]}
+
+
 def merge_steps(events: list[StepEvent]) -> list[StepEvent]:
     """One event per (run, step, attempt): the latest status, keeping when it started."""
     merged: dict[tuple[str, str, int], StepEvent] = {}
@@ -210,11 +225,11 @@ class _Batch:
         if starts:
             conn.execute(_RUN_START, starts)
         if steps:
-            params = [_step_params(e) for e in steps]
-            conn.execute(_STEP, params)
-            attempts = [p for p in params if p["status"] not in ("skipped", "cancelled")]
-            if attempts:
-                conn.execute(_ATTEMPT, attempts)
+            latest = {(e.run_id, e.step_id): e for e in sorted(steps, key=lambda e: e.attempt)}
+            conn.execute(_STEP, _columns(list(latest.values())))
+            tried = [e for e in steps if e.status not in ("skipped", "cancelled")]
+            if tried:
+                conn.execute(_ATTEMPT, _columns(tried))
         for skip in (e for e in self.events if isinstance(e, SkipSteps)):
             conn.execute(
                 _SKIP,
@@ -361,6 +376,8 @@ class HistoryWriter:
             if item is None:
                 return True
             batch.events.append(item)
+            if isinstance(item, RunFinal):
+                return False  # a run ended: write now, its waiter is listening
         return False
 
     def _write(self, batch: _Batch) -> None:

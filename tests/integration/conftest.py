@@ -40,6 +40,8 @@ def _own_redis_db(base: str) -> str:
         if redis.Redis.from_url(url).set("orchestrator:test-session", SESSION, nx=True, ex=3600):
             return url
     raise RuntimeError("every Redis db from 1 to 13 is held by another test session")
+
+
 TASK_MODULES = "tasks,tests.integration.workload"
 
 

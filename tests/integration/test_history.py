@@ -16,8 +16,11 @@ from tests.integration import workload
 pytestmark = pytest.mark.integration
 
 
-def test_warm_shutdown_writes_every_buffered_event(start_worker: Callable[..., Any]) -> None:
+def test_warm_shutdown_writes_every_buffered_event(
+    start_worker: Callable[..., Any], worker: Any
+) -> None:
     # Given a worker on its own queue whose history writer holds events for 60 seconds
+    # (a run's end is written at once, so the sink runs on the shared worker)
     held = start_worker(
         "held", args=["-c", "2", "-Q", "held"], env={"ORCHESTRATOR_HISTORY_FLUSH_INTERVAL": "60"}
     )
@@ -25,9 +28,10 @@ def test_warm_shutdown_writes_every_buffered_event(start_worker: Callable[..., A
     wf.step("a", workload.add, queue="held")
     wf.step("b", workload.double, after="a", queue="held")
     wf.step("c", workload.triple, after="a", queue="held")
-    wf.step("d", workload.total, after=["b", "c"], queue="held")
+    wf.step("d", workload.total, after=["b", "c"])
     runs = [wf.run({"x": i, "y": 1}) for i in range(5)]
-    # When every step has finished in Celery but the history is still buffered
+    # When every step has finished in Celery but the held worker's history is still buffered,
+    # the runs are not succeeded yet: a run succeeds only once every step row says so
     app = runtime().app
     for run in runs:
         sink = next(s for s in run.steps() if s.step_id == "d")

@@ -1,0 +1,1 @@
+"""Benchmarks of orchestrator against raw Celery canvas (see ``bench/bench_canvas.py``)."""
