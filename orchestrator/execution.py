@@ -69,6 +69,9 @@ class StepTask(Task):  # type: ignore[misc]
             # PostgreSQL is away and this process has not seen the run's plan yet: try again
             # soon; this is not an attempt of the step
             raise self.retry(countdown=2.0, max_retries=None, exc=exc) from exc
+        except Exception as exc:
+            unplannable(ctx, exc)
+            raise
         return step.execute(args, kwargs)
 
     def _plain(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -321,6 +324,18 @@ class Step:
         values = self.rt.state.results(self.run_id, sinks)
         output = values[0] if len(sinks) == 1 else dict(zip(sinks, values, strict=True))
         self.rt.writer.submit(RunFinal(self.run_id, "succeeded", now(), output=output))
+
+
+def unplannable(ctx: dict[str, Any], exc: Exception) -> None:
+    """A step whose run cannot be planned here (e.g. its spec names a task this worker lacks)
+    fails its run, rather than leaving it pending for the reconciler to retry forever."""
+    rt = runtime()
+    error = f"the worker could not prepare step {ctx.get('step_id')!r}: {exc!r}"
+    log.error("run %s: %s", ctx.get("run_id"), error)
+    rt.state.set_flag(ctx["run_id"], "failed")
+    rt.writer.submit(
+        RunFinal(ctx["run_id"], "failed", now(), error=error, error_step=ctx.get("step_id"))
+    )
 
 
 def fail_run(rt: Runtime, run_id: str, plan: Plan, step_id: str, error: str) -> None:
