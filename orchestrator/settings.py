@@ -74,7 +74,9 @@ class Settings(BaseSettings):
         "while a step is ready, is recovered.",
     )
     history_flush_interval: float = Field(
-        0.05, description="Longest a history event waits in a worker before it is written."
+        0.02,
+        description="Longest a history event waits in a worker before it is written (events "
+        "that arrive while a batch is being written form the next batch).",
     )
     history_batch_size: int = Field(1000, description="Most history events written at once.")
     flower_url: str = Field("http://127.0.0.1:5555", description="Where Flower is served.")
