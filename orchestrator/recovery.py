@@ -43,6 +43,8 @@ def recover_run(run_id: str, reason: str, rt: Runtime | None = None) -> int | No
     record = rt.store.get_run(run_id)
     if record is None or record.status not in (RunStatus.PENDING, RunStatus.RUNNING):
         return None
+    if not rt.state.hold(run_id, "recovering", recovery_grace(rt)):
+        return None  # recovered moments ago: give what it published time to be claimed
     data = rt.store.load_spec(record.workflow_version)
     if data is None:
         return None
@@ -67,6 +69,11 @@ def recover_run(run_id: str, reason: str, rt: Runtime | None = None) -> int | No
     rt.store.add_event(run_id, "recovered", f"epoch {epoch}: {reason}")
     log.warning("run %s recovered (epoch %d): %s", run_id, epoch, reason)
     return epoch
+
+
+def recovery_grace(rt: Runtime) -> float:
+    """How long after a recovery a run is left alone (its messages still being claimed)."""
+    return 2 * rt.settings.lease_seconds + 2 * rt.settings.reconcile_interval
 
 
 class Reconciler:

@@ -240,6 +240,10 @@ class RunState:
         parked = self._resume(keys=[key(run_id, "ctl"), key(run_id, "parked")])
         return [json.loads(p) for p in parked]
 
+    def hold(self, run_id: str, what: str, seconds: float) -> bool:
+        """Take a marker that expires after ``seconds``; False while someone else's exists."""
+        return bool(self.client.set(key(run_id, what), 1, nx=True, px=int(seconds * 1000)))
+
     def notify_done(self, run_id: str, status: str) -> None:
         self.client.publish(done_channel(run_id), status)
 
