@@ -7,8 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kombu.exceptions import OperationalError as KombuOperationalError
-
 from orchestrator import registry
 from orchestrator.canvas import CanvasBuilder, task_id
 from orchestrator.errors import InvalidTransition, RunNotFound, ServiceUnavailable, WorkflowFailed
@@ -104,7 +102,7 @@ def publish_start(rt: Runtime, builder: CanvasBuilder, plan: Plan) -> None:
     try:
         for segment in plan.start:
             builder.publish(segment)
-    except (KombuOperationalError, OSError) as exc:
+    except Exception as exc:  # connection refused, timed out, hung: never leave it pending
         error = f"not published: the broker at {redact(rt.settings.broker_url)} is unreachable"
         rt.store.fail_run(builder.run_id, error)
         raise ServiceUnavailable(
