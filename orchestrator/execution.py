@@ -194,11 +194,22 @@ class Step:
                 raise Ignore()  # published again by resume()
 
     def _already_done(self, result: Any) -> Any:
-        """A redelivered step that had succeeded: finish what its first delivery may not have."""
-        if self.task.AsyncResult(self.task.request.id).state == "SUCCESS":
-            raise Ignore()
-        self._succeeded(result, recheck=True)
-        return result
+        """A redelivered step that had succeeded: finish what its first delivery may not have.
+
+        Its process may have died after the result reached Redis but before its history was
+        written, or (when Celery has no result for it) before the canvas moved on.
+        """
+        self._record("succeeded", result=result)
+        if self.task.AsyncResult(self.task.request.id).state != "SUCCESS":
+            self._succeeded(result, recheck=True)
+            return result
+        if self.info.sink:
+            _, sinks = self.rt.state.finish_step(
+                self.run_id, self.step_id, result, [], True, self.attempt, self.owner
+            )
+            if sinks is not None and sinks[1] == len(self.spec.sinks):
+                self._finish_run()
+        raise Ignore()
 
     def _undeliverable(
         self, deliveries: int, args: tuple[Any, ...], kwargs: dict[str, Any]
