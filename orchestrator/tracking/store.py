@@ -274,31 +274,21 @@ class HistoryStore:
 
     def cancel_run(self, run_id: str, reason: str) -> bool:
         """Cancel a run that has not ended: its unstarted steps become ``cancelled``."""
-        key = uuid.UUID(str(run_id))
-        with self.engine.begin() as conn:
-            changed = conn.execute(
-                update(WorkflowRun)
-                .where(WorkflowRun.id == key, WorkflowRun.status.not_in(TERMINAL_RUNS))
-                .values(status="cancelled", error=reason, finished_at=text("now()"))
-                .returning(WorkflowRun.id)
-            ).first()
-            if changed is None:
-                return False
-            conn.execute(
-                update(TaskRun)
-                .where(TaskRun.run_id == key, TaskRun.status.in_(("pending", "retrying")))
-                .values(status="cancelled", finished_at=text("now()"))
-            )
-        return True
+        return self.end_run(run_id, "cancelled", reason, unstarted="cancelled")
 
     def fail_run(self, run_id: str, error: str, unstarted: str = "cancelled") -> bool:
         """End a run as failed (e.g. its deadline passed); steps not started get ``unstarted``."""
+        return self.end_run(run_id, "failed", error, unstarted)
+
+    def end_run(self, run_id: str, status: str, error: str, unstarted: str) -> bool:
+        """End a run that has not ended, in one transaction; its unstarted steps get
+        ``unstarted``. False if the run had already ended."""
         key = uuid.UUID(str(run_id))
         with self.engine.begin() as conn:
             changed = conn.execute(
                 update(WorkflowRun)
                 .where(WorkflowRun.id == key, WorkflowRun.status.not_in(TERMINAL_RUNS))
-                .values(status="failed", error=error, finished_at=text("now()"))
+                .values(status=status, error=error, finished_at=text("now()"))
                 .returning(WorkflowRun.id)
             ).first()
             if changed is None:
