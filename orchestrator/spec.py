@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import re
 from functools import cached_property
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from orchestrator.cron import Cron
 from orchestrator.errors import (
     CycleError,
     DuplicateStepError,
@@ -193,20 +193,6 @@ def _rotate(cycle: list[str], declared: list[str]) -> list[str]:
     return cycle[start:] + cycle[:start]
 
 
-_CRON_FIELDS = (
-    ("minute", 0, 59),
-    ("hour", 0, 23),
-    ("day of month", 1, 31),
-    ("month", 1, 12),
-    ("day of week", 0, 6),
-)
-_NAMES = {
-    3: ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
-    4: ["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
-}
-_PART = re.compile(r"^(\*|[a-z0-9]+(?:-[a-z0-9]+)?)(?:/(\d+))?$")
-
-
 def check_schedule(workflow: str, schedule: ScheduleSpec) -> None:
     """A schedule has exactly one of cron and every, and each parses."""
     if (schedule.cron is None) == (schedule.every is None):
@@ -219,34 +205,7 @@ def check_schedule(workflow: str, schedule: ScheduleSpec) -> None:
 
 def check_cron(workflow: str, expr: str) -> None:
     """A five-field cron expression (minute hour day-of-month month day-of-week)."""
-    fields = expr.split()
-    if len(fields) != 5:
-        raise ScheduleError(
-            workflow, f"cron {expr!r} has {len(fields)} fields; write 5 (e.g. '0 2 * * *')"
-        )
-    for index, (text, (label, low, high)) in enumerate(zip(fields, _CRON_FIELDS, strict=True)):
-        for part in text.lower().split(","):
-            if not _cron_part_ok(part, low, high, _NAMES.get(index, [])):
-                raise ScheduleError(
-                    workflow, f"cron {expr!r}: {label} {part!r} is not valid ({low}-{high})"
-                )
-
-
-def _cron_part_ok(part: str, low: int, high: int, names: list[str]) -> bool:
-    match = _PART.match(part)
-    if not match:
-        return False
-    if match.group(2) is not None and int(match.group(2)) == 0:
-        return False
-    if match.group(1) == "*":
-        return True
-    for value in match.group(1).split("-"):
-        number = names.index(value) + (1 if len(names) == 12 else 0) if value in names else None
-        if number is None and not value.isdigit():
-            return False
-        if not low <= (number if number is not None else int(value)) <= high:
-            return False
-    return True
+    Cron.parse(expr, workflow)
 
 
 # -- checks against the registered tasks -------------------------------------------------------
