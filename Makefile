@@ -33,7 +33,7 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 test: $(STAMP)
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	FAULTS=1 $(BIN)/pytest -q $(PYTEST_ARGS)
 
 dev: $(STAMP)
 	$(BIN)/orchestrator dev $(DEV_ARGS)

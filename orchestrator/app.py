@@ -16,7 +16,12 @@ _default: Celery | None = None
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings derived from ours: JSON only, late acks, events on, results expiring."""
-    visibility = {"visibility_timeout": settings.visibility_timeout}
+    # a hung broker must not block a submit forever (kombu's Redis transport waits by default)
+    visibility = {
+        "visibility_timeout": settings.visibility_timeout,
+        "socket_timeout": 5.0,
+        "socket_connect_timeout": 5.0,
+    }
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.backend_url,
@@ -33,6 +38,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_expires": settings.result_expires,
         "result_extended": True,
         "broker_connection_retry_on_startup": True,
+        "redis_socket_timeout": 5.0,
+        "redis_socket_connect_timeout": 5.0,
         "broker_transport_options": visibility,
         "result_backend_transport_options": visibility,
         "worker_hijack_root_logger": False,
@@ -60,10 +67,19 @@ def get_app() -> Celery:
     if _default is None:
         _default = create_app()
         _default.set_default()
+        signals.worker_process_init.connect(_after_fork, weak=False)
         signals.worker_process_shutdown.connect(_close_history, weak=False)
         signals.worker_shutdown.connect(_close_history, weak=False)
         _connect_operations()
     return _default
+
+
+def _after_fork(**_: Any) -> None:
+    from orchestrator.execution import LEASES
+    from orchestrator.runtime import after_fork
+
+    after_fork()
+    LEASES.after_fork()
 
 
 def _close_history(**_: Any) -> None:

@@ -417,6 +417,12 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._pid = 0
 
+    def after_fork(self) -> None:
+        """A new pool process starts with no leases and a lock of its own."""
+        self._leases = {}
+        self._lock = threading.Lock()
+        self._pid = 0
+
     def keep(self, lease: str, owner: str) -> None:
         with self._lock:
             self._leases[lease] = owner

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -32,6 +33,7 @@ from orchestrator.runner import publish_start
 from orchestrator.runtime import PlanKey, Runtime, runtime
 from orchestrator.spec import WorkflowSpec
 from orchestrator.status import RunStatus
+from orchestrator.tracking.writer import StepEvent
 
 log = logging.getLogger("orchestrator.recovery")
 LOCK = "orch:reconciler"
@@ -51,8 +53,9 @@ def recover_run(run_id: str, reason: str, rt: Runtime | None = None) -> int | No
     spec = WorkflowSpec.model_validate(data)
     steps = rt.store.get_steps(run_id)
     done = {s.step_id: s.result for s in steps if s.status == "succeeded"}
+    done.update(_unrecorded(rt, run_id, steps, done))
     if len(done) == len(steps):
-        return None
+        return None  # every step is done: the next pass finishes the run
     attempts = {
         s.step_id: max(1, s.attempts) + (s.status == "retrying")
         for s in steps
@@ -69,6 +72,27 @@ def recover_run(run_id: str, reason: str, rt: Runtime | None = None) -> int | No
     rt.store.add_event(run_id, "recovered", f"epoch {epoch}: {reason}")
     log.warning("run %s recovered (epoch %d): %s", run_id, epoch, reason)
     return epoch
+
+
+def _unrecorded(rt: Runtime, run_id: str, steps: list[Any], done: dict[str, Any]) -> dict[str, Any]:
+    """Steps that succeeded in Redis but whose history died with their process: record them."""
+    found = rt.state.stored(run_id, [s.step_id for s in steps if s.step_id not in done])
+    now = datetime.now(UTC)
+    for step in steps:
+        if step.step_id in found:
+            rt.writer.submit(
+                StepEvent(
+                    run_id,
+                    step.step_id,
+                    max(1, step.attempts),
+                    "succeeded",
+                    now,
+                    result=found[step.step_id],
+                )
+            )
+    if found:
+        rt.writer.flush(timeout=10)
+    return found
 
 
 def recovery_grace(rt: Runtime) -> float:

@@ -142,6 +142,17 @@ def runtime() -> Runtime:
         return _runtime
 
 
+def after_fork() -> None:
+    """In a new pool process: forget the parent's runtime.
+
+    The parent's threads (reconciler, delay pump, history writer) may have held a lock of its
+    clients or caches at the moment of the fork; a child that used them could wait forever.
+    """
+    global _runtime, _runtime_lock
+    _runtime = None
+    _runtime_lock = threading.Lock()
+
+
 def reset_runtime() -> None:
     """Forget the runtime (tests that change settings); closes its writer."""
     global _runtime

@@ -105,7 +105,7 @@ class RunState:
         self.url = url
         self.ttl = ttl
         self.client: redis.Redis = redis.Redis.from_url(
-            url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
+            url, socket_connect_timeout=5, socket_timeout=5, health_check_interval=30
         )
         self._claim = self.client.register_script(_CLAIM)
         self._finish = self.client.register_script(_FINISH)
@@ -210,6 +210,11 @@ class RunState:
     def results(self, run_id: str, steps: list[str]) -> list[Any]:
         raw = self.client.hmget(key(run_id, "res"), steps) if steps else []
         return [None if r is None else json.loads(r) for r in raw]
+
+    def stored(self, run_id: str, steps: list[str]) -> dict[str, Any]:
+        """The results in Redis of those ``steps`` that have one (a ``None`` result included)."""
+        raw = self.client.hmget(key(run_id, "res"), steps) if steps else []
+        return {s: json.loads(r) for s, r in zip(steps, raw, strict=True) if r is not None}
 
     def inputs(self, run_id: str) -> dict[str, Any]:
         raw = self.client.hget(key(run_id, "res"), INPUTS)

@@ -445,7 +445,7 @@ _STALLED = text("""
 SELECT r.id FROM workflow_runs r JOIN task_runs t ON t.run_id = r.id
 WHERE r.status IN ('pending', 'running') AND r.published_at IS NOT NULL
 GROUP BY r.id
-HAVING NOT bool_or(t.status = 'running') AND bool_or(t.status IN ('pending', 'retrying'))
+HAVING NOT bool_or(t.status IN ('running', 'retrying')) AND bool_or(t.status = 'pending')
    AND greatest(max(r.published_at), max(t.started_at), max(t.finished_at))
        < now() - make_interval(secs => :age)
 LIMIT :limit
