@@ -132,21 +132,9 @@ class Worker:
     def __init__(self, log: Path, extra_env: dict[str, str] | None = None) -> None:
         self.log = log
         env = {**os.environ, **bench_env(), **(extra_env or {}), "PYTHONPATH": str(ROOT)}
-        cmd = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "orchestrator.worker",
-            "worker",
-            "-c",
-            "2",
-            "--loglevel=WARNING",
-            "--without-mingle",
-            "--without-gossip",
-            "-n",
-            f"bench-{os.getpid()}@%h",
-        ]
+        from orchestrator.devserver import worker_argv
+
+        cmd = worker_argv(f"bench-{os.getpid()}", "-c", "2", loglevel="WARNING")
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True

@@ -117,10 +117,23 @@ def migrate(env: Mapping[str, str]) -> None:
         raise ServiceUnavailable("PostgreSQL", redact(settings.database_url), detail, fix) from exc
 
 
+def worker_argv(name: str, *args: str, loglevel: str = "INFO") -> list[str]:
+    """The command line of a worker node ``name`` (as a user would type it, plus ``args``)."""
+    return [
+        *CELERY,
+        "worker",
+        f"--loglevel={loglevel}",
+        "--without-mingle",
+        "--without-gossip",
+        "-n",
+        f"{name}@%h",
+        *args,
+    ]
+
+
 def worker_service(env: dict[str, str], log: Path, concurrency: int, name: str) -> Service:
     """``celery -A orchestrator.worker worker -c N``, ready once it logs so."""
-    argv = [*CELERY, "worker", "-c", str(concurrency), "--loglevel=INFO", "-n", f"{name}@%h"]
-    argv += ["--without-mingle", "--without-gossip"]
+    argv = worker_argv(name, "-c", str(concurrency))
     return Service("worker", argv, log, log_says(b" ready."), env)
 
 

@@ -73,7 +73,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -85,6 +84,8 @@ from typing import Any
 import psycopg
 import pytest
 import redis
+
+from orchestrator.devserver import worker_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACT = ROOT / "artifacts" / "faults.json"
@@ -423,22 +424,7 @@ class Worker:
         self.log_path = log
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "orchestrator.worker",
-                "worker",
-                "--loglevel=INFO",
-                "--without-mingle",
-                "--without-gossip",
-                "-n",
-                f"{name}@%h",
-                "-c",
-                str(concurrency),
-                *(args or []),
-            ],
+            worker_argv(name, "-c", str(concurrency), *(args or [])),
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,

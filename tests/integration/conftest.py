@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -23,6 +22,8 @@ import psycopg
 import pytest
 import redis
 from sqlalchemy.engine import make_url
+
+from orchestrator.devserver import worker_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 SESSION = uuid.uuid4().hex
@@ -125,20 +126,7 @@ class WorkerProcess:
         self.log_path = log
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "orchestrator.worker",
-                "worker",
-                "--loglevel=INFO",
-                "--without-mingle",
-                "--without-gossip",
-                "-n",
-                f"{name}@%h",
-                *args,
-            ],
+            worker_argv(name, *args),
             cwd=ROOT,
             env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
             stdout=self._log,
