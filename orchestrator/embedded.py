@@ -22,7 +22,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from pathlib import Path
 from subprocess import Popen
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.supervision import alive, free_port
 
 INSTALL_HINT = "pip install 'celery-orchestrator[embedded]'"
 DATABASE = "orchestrator"
@@ -109,7 +109,7 @@ def _start_redis(servers: EmbeddedServers, root: Path, timeout: float) -> None:
     root.mkdir(parents=True, exist_ok=True)
     pidfile, log = root / "redis.pid", root / "redis.log"
     _stop_stale(pidfile, "redis-server", signal.SIGTERM)
-    port = _free_port()
+    port = free_port(0)
     cmd = [str(exe), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(root)]
     cmd += ["--daemonize", "no", "--pidfile", str(pidfile), "--logfile", str(log)]
     proc = _spawn([*cmd, "--appendonly", "yes"], log)
@@ -125,7 +125,7 @@ def _start_postgres(servers: EmbeddedServers, root: Path, timeout: float) -> Non
     pgdata, log = root / "data", root / "postgres.log"
     _stop_stale(pgdata / "postmaster.pid", str(pgdata), signal.SIGINT)
     _initdb(bin_dir, pgdata, user, log, timeout)
-    port = _free_port()
+    port = free_port(0)
     sockets = root if len(f"{root}/.s.PGSQL.{port}") <= 107 else ""  # too long: TCP only
     cmd = [str(bin_dir / "postgres"), "-D", str(pgdata), "-p", str(port)]
     cmd += ["-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sockets}"]
@@ -205,12 +205,6 @@ def _package_dir(name: str) -> Path:
     return Path(spec.origin).parent
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _spawn(cmd: list[str], log: Path, user: str | None = None) -> Popen[bytes]:
     """Start ``cmd`` in its own session, as ``user`` (its uid and gid) if given; log its output."""
     with log.open("ab") as out:
@@ -248,7 +242,7 @@ def _stop_stale(pidfile: Path, marker: str, sig: signal.Signals) -> None:
     """Stop a server a killed earlier run left behind (its pid in ``pidfile``); drop the file."""
     with contextlib.suppress(OSError, ValueError, IndexError):  # unknown: let the server judge
         pid = int(pidfile.read_text().split()[0])
-        if _alive(pid) and marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+        if alive(pid) and marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
             _terminate(pid, sig)
         pidfile.unlink(missing_ok=True)
 
@@ -266,24 +260,11 @@ def _terminate(pid: int, sig: signal.Signals, timeout: float = STOP_TIMEOUT) -> 
 
 def _wait_gone(pids: list[int], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while any(_alive(pid) for pid in pids):
+    while any(alive(pid) for pid in pids):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
     return True
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs; our own exited children are reaped and zombies count as gone."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return _proc_stat(pid)[:1] != ["Z"]
 
 
 def _proc_stat(pid: int) -> list[str]:

@@ -71,7 +71,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -86,6 +85,7 @@ import pytest
 import redis
 
 from orchestrator.devserver import worker_argv
+from orchestrator.supervision import alive, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACT = ROOT / "artifacts" / "faults.json"
@@ -138,28 +138,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _alive(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with contextlib.suppress(OSError):
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-        return state != "Z"
-    return False
-
-
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while _alive(pid):
+    while alive(pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
@@ -227,7 +208,7 @@ class RedisServer:
     def __init__(self, root: Path, name: str = "redis") -> None:
         self.root = root / name
         self.root.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = free_port(0)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.log = self.root / "redis.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -336,7 +317,7 @@ class PostgresServer:
         user = _pg_account(self.root)  # the directory, owned by the account postgres runs as
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
-        self.port = free_port()
+        self.port = free_port(0)
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/orchestrator"
         if template is not None:
             subprocess.run(["cp", "-a", str(template), str(self.data)], check=True)
@@ -374,11 +355,11 @@ class PostgresServer:
 
     def close(self) -> None:
         pid = self.pid
-        if pid is None or not _alive(pid):
+        if pid is None or not alive(pid):
             return
         with contextlib.suppress(Exception):
             self.stop("immediate")
-        if _alive(pid):
+        if alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             _wait_gone(pid, 10)

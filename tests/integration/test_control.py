@@ -11,15 +11,9 @@ import pytest
 from orchestrator import InvalidTransition, RunStatus, Workflow, WorkflowFailed, get_run
 from orchestrator.cli import main
 from tests.integration import workload
+from tests.integration.waiting import eventually
 
 pytestmark = pytest.mark.integration
-
-
-def _until(check: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def test_pause_holds_unstarted_steps_and_resume_releases_them(worker: Any) -> None:
@@ -29,7 +23,7 @@ def test_pause_holds_unstarted_steps_and_resume_releases_them(worker: Any) -> No
     wf.step("second", workload.noop, after="first")
     wf.step("third", workload.noop, after="second")
     run = wf.run()
-    _until(lambda: any(s.status == "running" for s in run.steps()))
+    eventually(lambda: any(s.status == "running" for s in run.steps()), what="a running step")
     # When it is paused
     assert run.pause() is True
     assert run.status() == RunStatus.PAUSED

@@ -19,20 +19,20 @@ from orchestrator import (
     run_workflow,
 )
 from tests.integration import workload
+from tests.integration.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
 
 def _settle(run: Any, timeout: float = 20.0) -> dict[str, str]:
     """Step statuses once every step is terminal (running siblings of a failure finish)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    terminal = ("succeeded", "failed", "skipped", "cancelled")
+
+    def settled() -> dict[str, str] | None:
         statuses = {s.step_id: s.status for s in run.steps()}
-        if all(s in ("succeeded", "failed", "skipped", "cancelled") for s in statuses.values()):
-            return statuses
-        if time.monotonic() > deadline:
-            raise AssertionError(f"steps still not terminal: {statuses}")
-        time.sleep(0.2)
+        return statuses if all(s in terminal for s in statuses.values()) else None
+
+    return eventually(settled, timeout, "every step to be terminal")
 
 
 def test_example_etl_yaml_workflow_runs_by_name(worker: Any) -> None:
@@ -116,9 +116,7 @@ def test_cancel_stops_steps_not_yet_started(worker: Any) -> None:
     wf.step("second", workload.noop, after="first")
     wf.step("third", workload.noop, after="second")
     run = wf.run()
-    deadline = time.monotonic() + 10
-    while run.record().status != "running" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    eventually(lambda: run.record().status == "running", 10, "the run to start")
     # When it is cancelled while the first step runs
     assert run.cancel() is True
     with pytest.raises(WorkflowFailed) as failed:

@@ -13,6 +13,7 @@ import pytest
 from orchestrator import Workflow, WorkflowFailed
 from orchestrator.runtime import runtime
 from tests.integration import workload
+from tests.integration.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -173,7 +174,7 @@ def test_dead_letter_replayed_to_success(worker: Any) -> None:
     run = wf.run()
     with pytest.raises(WorkflowFailed):
         run.wait(timeout=30)
-    letter = _wait_for(
+    letter = eventually(
         lambda: [d for d in runtime().store.dead_letters() if str(d.run_id) == run.id]
     )[0]
     assert letter.step_id == "s" and letter.reason == "exhausted"
@@ -182,7 +183,7 @@ def test_dead_letter_replayed_to_success(worker: Any) -> None:
     workload.set_down(key, False)
     assert main(["dlq", "replay", str(letter.id)]) == 0
     # Then a retry of the run succeeds, without running the step that had succeeded
-    retried = _wait_for(lambda: [r for r in _runs("dlq") if r.parent_run_id == run.id])[0]
+    retried = eventually(lambda: [r for r in _runs("dlq") if r.parent_run_id == run.id])[0]
     from orchestrator import get_run
 
     assert get_run(retried.id).wait(timeout=30) == f"{key} ok"
@@ -194,7 +195,7 @@ def test_dead_letter_replayed_to_success(worker: Any) -> None:
 def test_message_for_unregistered_task_becomes_a_dead_letter(worker: Any) -> None:
     task_id = str(uuid.uuid4())
     runtime().app.send_task("tasks.not_registered", args=[1, 2], task_id=task_id)
-    letter = _wait_for(
+    letter = eventually(
         lambda: [d for d in runtime().store.dead_letters() if d.celery_task_id == task_id]
     )[0]
     assert letter.reason == "unregistered" and letter.args == [1, 2]
@@ -205,11 +206,3 @@ def _runs(workflow: str) -> list[Any]:
     from orchestrator import list_runs
 
     return list_runs(workflow=workflow)
-
-
-def _wait_for(found: Callable[[], list[Any]], timeout: float = 15.0) -> list[Any]:
-    deadline = time.monotonic() + timeout
-    while not (result := found()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
-    return result
