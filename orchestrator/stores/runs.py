@@ -227,10 +227,6 @@ class RunState:
         else:
             self.client.set(ctl, flag, ex=self.ttl)
 
-    def flag(self, run_id: str) -> str | None:
-        raw: bytes | None = self.client.get(key(run_id, "ctl"))  # type: ignore[assignment]
-        return raw.decode() if raw else None
-
     def park(self, run_id: str, signature: dict[str, Any]) -> bool:
         """Keep a step's message while its run is paused; False if the run is no longer paused."""
         return bool(
