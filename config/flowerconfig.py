@@ -9,6 +9,10 @@ start without it. Every page and every ``/api/*`` endpoint then needs the creden
 no option to protect ``/metrics`` (Prometheus text: task names, worker names, counts) and
 ``/healthcheck`` (plain "OK"): they stay open, which is one reason Flower binds to 127.0.0.1 only.
 Put an authenticating proxy in front before exposing Flower on another interface.
+
+Without ``--conf`` (Flower then reads ``flowerconfig.py`` only from the current directory),
+``orchestrator.worker`` applies the same two safeguards itself when loaded by ``celery flower``:
+127.0.0.1 and ORCHESTRATOR_FLOWER_BASIC_AUTH, or no start. The other settings here need --conf.
 """
 
 import os

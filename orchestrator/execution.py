@@ -9,6 +9,12 @@ finishes the run when the last sink succeeds. A failure is retried per the step'
 wait held by the broker or, past the visibility timeout, durably in Redis; a step that fails for
 good fails its run and gets a dead letter. One Redis round trip before the call and one after;
 history goes to the batched writer.
+
+Attempts are the framework's own: Celery's ``max_retries`` never caps them (it is ``None`` on
+every step task), and the next attempt is published by this module, never by ``Task.retry``
+(which re-raises instead of publishing where Celery handles a hard time limit, in the worker's
+main process). Until a delivery of the next attempt is claimed, its message is also noted in
+Redis, so the reconciler can publish it again if it was lost on the way.
 """
 
 from __future__ import annotations
@@ -24,13 +30,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Ignore, Retry
+from celery.exceptions import Ignore, Retry, TimeLimitExceeded
 from celery.worker.request import Request
+from celery.worker.state import task_ready
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.backoff import RetryPolicy
 from orchestrator.breaker import BreakerConfig
 from orchestrator.canvas import CTX_KEY, CanvasBuilder
+from orchestrator.codec import UnencodableValue, encode
 from orchestrator.context import RunContext, reset_current, set_current
 from orchestrator.errors import CircuitOpenError, ServiceUnavailable
 from orchestrator.planner import Plan, StepPlan
@@ -47,8 +55,20 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-class BadArguments(TypeError):
+class NotRetryable(TypeError):
+    """A failure that another attempt cannot mend: it fails the step at once."""
+
+
+class BadArguments(NotRetryable):
     """The message's arguments do not fit the task's function."""
+
+
+class UnencodableResult(NotRetryable):
+    """The step returned a value Celery's JSON cannot encode."""
+
+
+class MissingResult(NotRetryable):
+    """A parent's result is neither in Redis nor in history."""
 
 
 class StepTask(Task):  # type: ignore[misc]
@@ -56,6 +76,7 @@ class StepTask(Task):  # type: ignore[misc]
 
     retry_policy: RetryPolicy | None = None
     breaker: BreakerConfig | None = None
+    max_retries = None  # attempts are counted by the framework (field notes: the 4th retry)
     typing = False  # the step context kwarg is not in the function's signature; specs are checked
     Request = "orchestrator.execution:StepRequest"
 
@@ -140,6 +161,8 @@ class Step:
         claim = self._claim(parents)
         if claim.outcome == "done":
             return self._already_done(claim.result)
+        if claim.outcome == "missing":
+            self._fail_unstarted(MissingResult(self._missing(claim.flag)), args, kwargs)
         if claim.outcome != "go":
             raise Ignore()  # another live delivery is executing this step
         if claim.deliveries > self.rt.settings.max_deliveries:
@@ -161,13 +184,14 @@ class Step:
         )
         try:
             result = self._call(args, kwargs, trial)
+            encoded = self._encode(result)
         except Exception as exc:
             self.on_error(exc, args, kwargs)
             raise
         finally:
             reset_current(token)
             LEASES.drop(self.lease_key)
-        self._succeeded(result)
+        self._succeeded(result, encoded)
         return result
 
     @property
@@ -177,14 +201,22 @@ class Step:
     def _claim(self, parents: list[str]) -> Claim:
         """Claim the step; a paused run parks it, a cancelled or failed run stands it down."""
         lease_ms = int(self.rt.settings.lease_seconds * 1000)
+        steal, restored = "", False
         while True:
             claim = self.rt.state.claim(
-                self.run_id, self.step_id, self.attempt, self.owner, lease_ms, parents
+                self.run_id, self.step_id, self.attempt, self.owner, lease_ms, parents, steal
             )
             if claim.outcome == "go":
                 LEASES.keep(self.lease_key, self.owner)
                 return claim
-            if claim.flag != "paused" or claim.outcome != "flag":
+            if claim.outcome == "busy" and not steal and holder_is_dead(claim.flag, self.host):
+                steal = claim.flag or ""  # its pool process was killed: take the step over
+                continue
+            if claim.outcome == "missing" and not restored:
+                self._restore_results()
+                restored = True
+                continue
+            if claim.outcome != "flag" or claim.flag != "paused":
                 if claim.outcome == "flag":
                     self._stand_down(claim.flag or "cancelled")
                 return claim
@@ -192,6 +224,40 @@ class Step:
             sig = self.task.signature_from_request(request, request.args, request.kwargs)
             if self.rt.state.park(self.run_id, dict(sig)):
                 raise Ignore()  # published again by resume()
+
+    @property
+    def host(self) -> str:
+        return str(self.task.request.hostname or "")
+
+    def _restore_results(self) -> None:
+        """Put the results history has back into Redis (lost with Redis's data)."""
+        steps = self.rt.store.get_steps(self.run_id)
+        done = {s.step_id: s.result for s in steps if s.status == "succeeded"}
+        if done:
+            self.rt.state.restore_results(self.run_id, done)
+
+    def _missing(self, parent: str | None) -> str:
+        return (
+            f"workflow {self.spec.name!r}, run {self.run_id}: step {self.step_id!r} cannot start: "
+            f"the result of its parent step {parent!r} is neither in Redis nor in history (Redis "
+            "lost or evicted it; set maxmemory-policy noeviction and keep Redis's AOF)"
+        )
+
+    def _encode(self, result: Any) -> str:
+        try:
+            return encode(result)
+        except UnencodableValue as exc:
+            raise UnencodableResult(
+                f"workflow {self.spec.name!r}, step {self.step_id!r} returned a value of type "
+                f"{type(result).__name__} that Celery's JSON cannot encode ({exc}); return JSON "
+                "data (dict, list, str, numbers, bool, None, datetime, Decimal, UUID)"
+            ) from exc
+
+    def _fail_unstarted(
+        self, exc: NotRetryable, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        self.on_error(exc, args, kwargs)
+        raise exc
 
     def _already_done(self, result: Any) -> Any:
         """A redelivered step that had succeeded: finish what its first delivery may not have.
@@ -201,11 +267,11 @@ class Step:
         """
         self._record("succeeded", result=result)
         if self.task.AsyncResult(self.task.request.id).state != "SUCCESS":
-            self._succeeded(result, recheck=True)
+            self._succeeded(result, encode(result), recheck=True)
             return result
         if self.info.sink:
             _, sinks = self.rt.state.finish_step(
-                self.run_id, self.step_id, result, [], True, self.attempt, self.owner
+                self.run_id, self.step_id, encode(result), [], True, self.attempt, self.owner
             )
             if sinks is not None and sinks[1] == len(self.spec.sinks):
                 self._finish_run()
@@ -243,11 +309,9 @@ class Step:
         decision, wait = self.rt.breakers.acquire(cfg)
         if decision == "defer":
             # not an attempt: the same attempt number is delivered again once the breaker allows
-            self.rt.state.release(self.run_id, self.step_id, self.attempt, self.owner)
-            self.rt.state.client.decr(
-                run_key(self.run_id, f"deliveries:{self.step_id}:{self.attempt}")
-            )
             LEASES.drop(self.lease_key)
+            self.rt.state.release(self.run_id, self.step_id, self.attempt, self.owner)
+            self.rt.state.undo_delivery(self.run_id, self.step_id, self.attempt)
             raise self.task.retry(countdown=wait, max_retries=None)
         return decision == "trial"
 
@@ -275,7 +339,7 @@ class Step:
         """Retry per the policy (raises ``Retry``), or fail the step and its run for good."""
         error = f"{type(exc).__name__}: {exc}"
         trace = "".join(tb.format_exception(exc))
-        retryable = not isinstance(exc, BadArguments)
+        retryable = not isinstance(exc, NotRetryable)
         self.rt.state.release(self.run_id, self.step_id, self.attempt, self.owner)
         if retryable and self.policy and self.policy.should_retry(exc, self.attempt):
             delay = self.policy.delay(self.attempt)
@@ -284,7 +348,8 @@ class Step:
             schedule_retry(self.task, self.task.request, self.ctx, delay, exc)
         log.error("attempt %d failed for good: %s", self.attempt, error)
         self._record("failed", error=error, traceback=trace)
-        self._dead_letter("exhausted" if retryable else "bad_arguments", args, kwargs, error, trace)
+        reason = "exhausted" if retryable else _REASONS.get(type(exc), "not_retryable")
+        self._dead_letter(reason, args, kwargs, error, trace)
         fail_run(self.rt, self.run_id, self.plan, self.step_id, error)
 
     def _dead_letter(
@@ -310,12 +375,12 @@ class Step:
             )
         )
 
-    def _succeeded(self, result: Any, recheck: bool = False) -> None:
+    def _succeeded(self, result: Any, encoded: str, recheck: bool = False) -> None:
         if not recheck:
             self._record("succeeded", result=result)
         joins = [f"{self.epoch}:{index}" for index in self.info.triggers]
         counts, sinks_done = self.rt.state.finish_step(
-            self.run_id, self.step_id, result, joins, self.info.sink, self.attempt, self.owner
+            self.run_id, self.step_id, encoded, joins, self.info.sink, self.attempt, self.owner
         )
         for index, (added, size) in zip(self.info.triggers, counts, strict=True):
             segment = self.plan.segments[index]
@@ -337,13 +402,38 @@ class Step:
         self.rt.writer.submit(RunFinal(self.run_id, "succeeded", now(), output=output))
 
 
+_REASONS: dict[type[BaseException], str] = {
+    BadArguments: "bad_arguments",
+    UnencodableResult: "unencodable_result",
+    MissingResult: "missing_result",
+}
+
+
+def holder_is_dead(holder: str | None, hostname: str) -> bool:
+    """Whether a lease ``holder`` (``host:pid:token``) is a process of this host that is gone:
+    a pool process the worker replaced after it was killed mid-step."""
+    parts = (holder or "").rsplit(":", 2)
+    if len(parts) != 3 or not hostname or parts[0] != hostname or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False  # a thread of this process (threads pool) may hold it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def unplannable(ctx: dict[str, Any], exc: Exception) -> None:
     """A step whose run cannot be planned here (e.g. its spec names a task this worker lacks)
     fails its run, rather than leaving it pending for the reconciler to retry forever."""
     rt = runtime()
     error = f"the worker could not prepare step {ctx.get('step_id')!r}: {exc!r}"
     log.error("run %s: %s", ctx.get("run_id"), error)
-    rt.state.set_flag(ctx["run_id"], "failed")
+    rt.state.fail(ctx["run_id"], ctx.get("step_id"), error)
     rt.writer.submit(
         RunFinal(ctx["run_id"], "failed", now(), error=error, error_step=ctx.get("step_id"))
     )
@@ -351,7 +441,7 @@ def unplannable(ctx: dict[str, Any], exc: Exception) -> None:
 
 def fail_run(rt: Runtime, run_id: str, plan: Plan, step_id: str, error: str) -> None:
     """Fail the run at ``step_id``: nothing new starts, its dependents are skipped."""
-    rt.state.set_flag(run_id, "failed")
+    rt.state.fail(run_id, step_id, error)
     rt.writer.submit(
         RunFinal(
             run_id,
@@ -367,35 +457,90 @@ def fail_run(rt: Runtime, run_id: str, plan: Plan, step_id: str, error: str) -> 
 def schedule_retry(
     task: StepTask, request: Any, ctx: dict[str, Any], delay: float, exc: BaseException
 ) -> None:
-    """Deliver the next attempt after ``delay`` seconds; raises Celery's ``Retry``."""
+    """Publish the next attempt to run after ``delay`` seconds; raises Celery's ``Retry``.
+
+    The message is noted in Redis first (``RunState.expect_retry``): if the publish fails, or
+    the process that holds it dies, the reconciler publishes it again. Short delays are a
+    broker countdown; longer ones (a broker would deliver them twice) wait in Redis's sorted set.
+    """
     rt = runtime()
-    kwargs = {**(request.kwargs or {}), CTX_KEY: {**ctx, "attempt": int(ctx.get("attempt", 1)) + 1}}
-    if delay < rt.longest_broker_delay:
-        raise task.retry(countdown=delay, exc=exc, max_retries=None, kwargs=kwargs)
+    attempt = int(ctx.get("attempt", 1)) + 1
+    kwargs = {**(request.kwargs or {}), CTX_KEY: {**ctx, "attempt": attempt}}
     sig = task.signature_from_request(request, request.args, kwargs, retries=request.retries + 1)
     due = time.time() + delay
-    rt.delays.add(dict(sig), due)
+    rt.state.expect_retry(ctx["run_id"], ctx["step_id"], attempt, dict(sig), due)
+    try:
+        if delay < rt.longest_broker_delay:
+            sig.apply_async(countdown=delay)
+        else:
+            rt.delays.add(dict(sig), due)
+    except Exception as publish_error:  # broker or Redis away: the reconciler publishes it
+        log.warning(
+            "attempt %d of step %r not published now (%s); the reconciler will publish it",
+            attempt,
+            ctx["step_id"],
+            publish_error,
+        )
     raise Retry(exc=exc, when=datetime.fromtimestamp(due, UTC))
 
 
 class StepRequest(Request):  # type: ignore[misc]
-    """A step's request in the worker's main process: records hard time-limit kills."""
+    """A step's request in the worker's main process: handles hard time-limit kills.
+
+    Celery handles a hard time limit here, after the pool process was killed (first as a
+    failure, then as a timeout): it would record a failure, failing a chord the step belongs
+    to, even when the step has attempts left. A step is instead recorded and its next attempt
+    published, or it fails for good as Celery would have it.
+    """
+
+    _hard_timeout_retried: bool | None = None
+
+    def on_failure(
+        self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
+    ) -> None:
+        exc = getattr(exc_info.exception, "exc", exc_info.exception)
+        if isinstance(exc, TimeLimitExceeded) and self._step_timed_out(exc):
+            return
+        super().on_failure(exc_info, send_failed_event, return_ok)
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
-        super().on_timeout(soft, timeout)
-        ctx = (self.kwargs or {}).get(CTX_KEY) if not soft else None
-        if ctx:
-            hard_timeout(self.task, ctx, self, timeout)
+        if soft or not (self.kwargs or {}).get(CTX_KEY):
+            super().on_timeout(soft, timeout)
+        elif self._hard_timeout_retried is None:
+            if not self._step_timed_out(TimeLimitExceeded(timeout)):
+                super().on_timeout(soft, timeout)
+        elif not self._hard_timeout_retried:
+            super().on_timeout(soft, timeout)
+
+    def _step_timed_out(self, exc: TimeLimitExceeded) -> bool:
+        """Record the killed attempt once; True if its next attempt was published."""
+        ctx = (self.kwargs or {}).get(CTX_KEY)
+        if not ctx:
+            return False
+        if self._hard_timeout_retried is None:
+            timeout = exc.args[0] if exc.args else self.time_limits[1]
+            self._hard_timeout_retried = hard_timeout(self.task, ctx, self, timeout)
+        if not self._hard_timeout_retried:
+            return False
+        task_ready(self)
+        if self.task.acks_late:
+            self.acknowledge()
+        log.warning(
+            "hard time limit exceeded for %s[%s]: next attempt published", self.name, self.id
+        )
+        self.send_event("task-retried", exception=repr(exc), traceback="")
+        return True
 
 
-def hard_timeout(task: StepTask, ctx: dict[str, Any], request: Request, timeout: float) -> None:
-    """The pool child was killed at the hard time limit: record the attempt, retry or fail."""
-    from celery.exceptions import TimeLimitExceeded
-
+def hard_timeout(task: StepTask, ctx: dict[str, Any], request: Request, timeout: float) -> bool:
+    """The pool child was killed at the hard time limit: record the attempt, then publish the
+    next one (True) or fail the step and its run (False)."""
     exc = TimeLimitExceeded(f"hard time limit ({timeout}s) exceeded")
+    _, _, embed = request._payload  # callbacks, chain, chord: prefork leaves them out of the dict
     task.push_request(
         {
             **request.request_dict,
+            **(embed or {}),
             "args": list(request.args or ()),
             "kwargs": dict(request.kwargs or {}),
             "hostname": request.hostname,
@@ -404,9 +549,12 @@ def hard_timeout(task: StepTask, ctx: dict[str, Any], request: Request, timeout:
     try:
         Step(task, ctx).on_error(exc, tuple(request.args or ()), dict(request.kwargs or {}))
     except Retry:
-        pass
+        return True
+    except Exception:
+        log.exception("step %r: recording its hard time limit failed", ctx.get("step_id"))
     finally:
         task.pop_request()
+    return False
 
 
 class LeaseKeeper:
@@ -441,12 +589,13 @@ class LeaseKeeper:
         period = rt.settings.lease_seconds / 3
         while True:
             time.sleep(period)
+            # held during the call: a lease dropped meanwhile must not be re-created after its
+            # step released it (renewal re-creates a lease that Redis lost)
             with self._lock:
-                leases = dict(self._leases)
-            try:
-                rt.state.renew(leases, int(rt.settings.lease_seconds * 1000))
-            except Exception:  # Redis away: the leases lapse and the reconciler recovers
-                continue
+                try:
+                    rt.state.renew(dict(self._leases), int(rt.settings.lease_seconds * 1000))
+                except Exception:  # Redis away: renewed (re-created) once it is back
+                    continue
 
 
 LEASES = LeaseKeeper()

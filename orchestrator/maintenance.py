@@ -27,13 +27,15 @@ def run_deadline(run_id: str, seconds: float) -> bool:
     record = rt.store.get_run(run_id)
     if record is None or record.status in ("succeeded", "failed", "cancelled"):
         return False
-    rt.state.set_flag(run_id, "failed")
-    changed = rt.store.fail_run(run_id, f"deadline exceeded ({seconds:g}s)")
+    error = f"deadline exceeded ({seconds:g}s)"
+    rt.state.fail(run_id, None, error)
+    changed = rt.store.fail_run(run_id, error)
     if changed:
         log.warning(
             "run %s of %s failed: deadline of %gs exceeded", run_id, record.workflow, seconds
         )
         rt.state.notify_done(run_id, "failed")
+        rt.state.end(run_id, "failed")
     return changed
 
 

@@ -2,11 +2,17 @@
 
 Every number comes from PostgreSQL, not from counters kept in worker memory: the tables are
 written by every prefork child, on every host, and by clients (a cancel), so a scrape of any one
-worker gives the exact totals of the whole deployment, and they survive worker restarts. The
-cost is a few aggregate queries per scrape, in one read-only snapshot. Because each worker
-reports the same global series, aggregate across instances with ``max``, never ``sum``.
+worker gives the exact totals of the whole deployment, and they survive worker restarts. Because
+each worker reports the same global series, aggregate across instances with ``max``, never
+``sum``.
 
-Counters count rows, so deleting old history lowers them; Prometheus treats that as a reset.
+A scrape costs the same with 10 or 10 million rows of history. The counters and histograms are
+totals that PostgreSQL keeps as history is written: a trigger on each history table appends what
+each statement changed to ``metric_deltas`` (migration 0003), and :func:`fold_deltas` moves those
+rows into ``metric_totals`` (each scrape does, so the deltas stay few; the reconciler may too).
+A scrape reads the totals plus the deltas not folded yet, in one read-only snapshot; the gauges
+count runs not ended and dead letters not replayed through partial indexes of those rows only.
+Deleting old history does not lower the counters.
 """
 
 from __future__ import annotations
@@ -23,12 +29,13 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from orchestrator.logs import scrub
 
 log = logging.getLogger("orchestrator.metrics")
 
+# the same bounds are in migration 0003 (its trigger functions)
 RUN_BUCKETS = (0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0)
 TASK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 BREAKER_VALUES = {"closed": 0.0, "half_open": 1.0, "half-open": 1.0, "open": 2.0}
@@ -39,38 +46,80 @@ STEP_ENDED = ("succeeded", "failed", "skipped", "cancelled")
 BreakerSource = Callable[[], Iterable[tuple[str, str]]]
 
 
-def _histogram_sql(select: str, buckets: Sequence[float]) -> str:
-    """``label, count(d <= b) for each bucket, count, sum`` over ``select`` (label, d)."""
-    counts = ", ".join(f"count(*) FILTER (WHERE d <= {float(b)!r})" for b in buckets)
-    return f"SELECT label, {counts}, count(*), COALESCE(sum(d), 0) FROM ({select}) s GROUP BY label"
+FOLD_BATCH = 10_000  # delta rows folded per transaction
+FOLD_BATCHES = 20  # transactions per fold at most; what is left is summed by the scrape
 
-
-_RUNS = text("SELECT workflow, status, count(*) FROM workflow_runs GROUP BY workflow, status")
-_RUN_SECONDS = text(
-    _histogram_sql(
-        "SELECT workflow AS label, EXTRACT(EPOCH FROM finished_at - started_at) AS d"
-        " FROM workflow_runs WHERE status IN ('succeeded', 'failed')"
-        " AND started_at IS NOT NULL AND finished_at IS NOT NULL",
-        RUN_BUCKETS,
-    )
-)
-# A step whose result a retried run carried over (succeeded with no attempt) was never scheduled.
-_TASKS = text("""
-SELECT status,
-       count(*) FILTER (WHERE NOT (status = 'succeeded' AND attempts = 0)),
-       count(*) FILTER (WHERE attempts > 0),
-       COALESCE(sum(GREATEST(attempts - 1, 0)), 0)
-FROM task_runs GROUP BY status
+# The totals, as (metric, key, part, n, amount), by ``metric`` (what the triggers count):
+# ``runs_ended`` (key: workflow, part: status), ``run_seconds`` (workflow, bucket bound),
+# ``steps_scheduled``, ``steps_completed`` (part: status), ``retries`` (n: attempts after the
+# first) and ``task_seconds`` (key: task, part: bucket bound). A histogram observation counts
+# under the smallest bucket bound it fits in (``Infinity`` above the last one); ``amount`` sums
+# the seconds. A step whose result a retried run carried over (succeeded with no attempt) was
+# never scheduled.
+_TOTALS = text("""
+SELECT metric, key, part, sum(n), sum(amount) FROM (
+    SELECT metric, key, part, n, amount FROM metric_totals
+    UNION ALL
+    SELECT metric, key, part, n, amount FROM metric_deltas
+) s GROUP BY metric, key, part
 """)
-_TASK_SECONDS = text(
-    _histogram_sql(
-        "SELECT r.task_name AS label, EXTRACT(EPOCH FROM a.finished_at - a.started_at) AS d"
-        " FROM task_attempts a JOIN task_runs r ON r.id = a.task_run_id"
-        " WHERE a.started_at IS NOT NULL AND a.finished_at IS NOT NULL",
-        TASK_BUCKETS,
-    )
+_FOLD_LOCK = text(
+    "SELECT pg_try_advisory_xact_lock(hashtextextended('orchestrator.metrics.fold', 0))"
 )
+_FOLD = text("""
+WITH moved AS (
+    DELETE FROM metric_deltas
+    WHERE id IN (SELECT id FROM metric_deltas ORDER BY id LIMIT :batch)
+    RETURNING metric, key, part, n, amount
+), added AS (
+    INSERT INTO metric_totals AS m (metric, key, part, n, amount)
+    SELECT metric, key, part, sum(n), sum(amount) FROM moved
+    GROUP BY metric, key, part ORDER BY metric, key, part
+    ON CONFLICT (metric, key, part)
+    DO UPDATE SET n = m.n + EXCLUDED.n, amount = m.amount + EXCLUDED.amount
+)
+SELECT count(*) FROM moved
+""")
+# through the partial indexes of runs not ended and of dead letters not replayed
+_ACTIVE = text("""
+SELECT status, count(*) FROM workflow_runs
+WHERE status IN ('pending', 'running', 'paused') GROUP BY status
+""")
 _DEAD = text("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL")
+
+
+def fold_deltas(engine: Engine, batch: int = FOLD_BATCH, batches: int = FOLD_BATCHES) -> int:
+    """Move metric deltas into the totals, ``batch`` rows per transaction, at most ``batches``
+    transactions; how many rows moved (0 while another process folds). The totals a scrape
+    reads are the same before and after: this only keeps ``metric_deltas`` short."""
+    moved = 0
+    with engine.connect() as conn:
+        for _ in range(batches):
+            with conn.begin():
+                if not conn.execute(_FOLD_LOCK).scalar():
+                    return moved
+                count = int(conn.execute(_FOLD, {"batch": batch}).scalar_one())
+            moved += count
+            if count < batch:
+                break
+    return moved
+
+
+def histogram_rows(
+    observations: Iterable[Sequence[Any]], buckets: Sequence[float]
+) -> list[tuple[Any, ...]]:
+    """Rows for :func:`histogram`, from (label value, bucket bound, count, sum) per bucket.
+
+    A bound not in ``buckets`` (they changed since it was counted) counts in the next one up."""
+    per_label: dict[str, list[tuple[float, float, float]]] = {}
+    for label, bound, count, seconds in observations:
+        per_label.setdefault(label, []).append((float(bound), float(count), float(seconds)))
+    rows = []
+    for label, parts in sorted(per_label.items()):
+        counts = [sum(n for bound, n, _ in parts if bound <= b) for b in buckets]
+        total, seconds = sum(n for _, n, _ in parts), sum(s for *_, s in parts)
+        rows.append((label, *counts, total, seconds))
+    return rows
 
 
 def histogram(
@@ -110,17 +159,16 @@ def run_families(rows: Iterable[Sequence[Any]]) -> Iterator[Metric]:
     )
 
 
-def task_families(rows: Iterable[Sequence[Any]]) -> Iterator[Metric]:
-    """Steps scheduled, ended by status, and retry attempts, from rows of ``_TASKS``."""
+def task_families(
+    scheduled: float, completed_by_status: Iterable[tuple[str, float]], retries: float
+) -> Iterator[Metric]:
+    """Steps scheduled, steps that ran and ended by status, and retry attempts."""
     completed = CounterMetricFamily(
         "orchestrator_tasks_completed",
         "Steps that ran and ended, by final status.",
         labels=["status"],
     )
-    scheduled = retries = 0
-    for status, queued, ran, extra in rows:
-        scheduled += int(queued)
-        retries += int(extra)
+    for status, ran in completed_by_status:
         if status in STEP_ENDED and ran:
             completed.add_metric([status], float(ran))
     yield CounterMetricFamily(
@@ -159,6 +207,7 @@ class HistoryCollector(Collector):
         self._engine = engine
         self._breakers = breakers
         self._readable = True  # warn when reading starts failing, not on every scrape
+        self._foldable = True
 
     def collect(self) -> Iterator[Metric]:
         families = self._read_history()
@@ -191,6 +240,7 @@ class HistoryCollector(Collector):
         return families
 
     def _from_history(self) -> list[Metric]:
+        self._fold()
         with self._engine().connect() as raw:
             conn = raw.execution_options(
                 isolation_level="REPEATABLE READ", postgresql_readonly=True
@@ -198,25 +248,55 @@ class HistoryCollector(Collector):
             with conn.begin():
                 return self._query(conn)
 
+    def _fold(self) -> None:
+        """Fold the metric deltas first. Only an unreachable database fails the scrape: the
+        totals read are right either way (e.g. for a database user that may only read)."""
+        try:
+            fold_deltas(self._engine())
+        except OperationalError:
+            raise
+        except SQLAlchemyError as exc:
+            if self._foldable:
+                detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[:1]
+                log.warning(
+                    "metrics: cannot fold metric deltas (scrapes read more rows): %s: %s",
+                    type(exc).__name__,
+                    scrub(" ".join(detail)),
+                )
+            self._foldable = False
+        else:
+            self._foldable = True
+
     @staticmethod
     def _query(conn: Connection) -> list[Metric]:
-        families = [*run_families(conn.execute(_RUNS))]
+        totals: dict[str, list[tuple[str, str, float, float]]] = {}
+        for metric, key, part, n, amount in conn.execute(_TOTALS):
+            totals.setdefault(metric, []).append((key, part, float(n), float(amount)))
+        active = [("", status, n) for status, n in conn.execute(_ACTIVE)]
+        ended = [(key, part, n) for key, part, n, _ in totals.get("runs_ended", [])]
+        families = [*run_families(ended + active)]
         families.append(
             histogram(
                 "orchestrator_run_execution_seconds",
                 "Duration of ended runs, start to end.",
                 "workflow",
-                conn.execute(_RUN_SECONDS),
+                histogram_rows(totals.get("run_seconds", []), RUN_BUCKETS),
                 RUN_BUCKETS,
             )
         )
-        families.extend(task_families(conn.execute(_TASKS)))
+        families.extend(
+            task_families(
+                sum(n for *_, n, _ in totals.get("steps_scheduled", [])),
+                [(part, n) for _, part, n, _ in totals.get("steps_completed", [])],
+                sum(n for *_, n, _ in totals.get("retries", [])),
+            )
+        )
         families.append(
             histogram(
                 "orchestrator_task_execution_seconds",
                 "Duration of each step attempt, by task.",
                 "task",
-                conn.execute(_TASK_SECONDS),
+                histogram_rows(totals.get("task_seconds", []), TASK_BUCKETS),
                 TASK_BUCKETS,
             )
         )

@@ -10,6 +10,8 @@ missed-fire policy), and :data:`~orchestrator.schedule.CLEANUP_TASK` every hour.
   newest scheduled run of the workflow is unfinished (pending, running or paused).
 - The message carries the spec beat loaded, so any worker can start the run (its tasks must be
   importable there, as for any submit).
+- A fire that meets PostgreSQL or Redis away (``ServiceUnavailable`` or a driver's connection
+  error) is retried with backoff until its message expires, one period after beat sent it.
 - Retention: finished runs created more than ``retention_days`` (default 30) days ago are
   deleted in batches; 0 disables the cleanup.
 """
@@ -20,9 +22,11 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import redis
 from celery import Celery
 
 from orchestrator import registry
+from orchestrator.errors import ServiceUnavailable
 from orchestrator.runner import run_workflow
 from orchestrator.runtime import runtime
 from orchestrator.schedule import CLEANUP_TASK, FIRE_TASK, beat_entries, idempotency_key
@@ -37,12 +41,22 @@ from orchestrator.tracking.housekeeping import (
 
 log = logging.getLogger("orchestrator.schedule")
 CLEANUP_BATCH = 1000
+FIRE_TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    ServiceUnavailable,  # what the history store and Redis state raise when a server is away
+    *TRANSIENT_ERRORS,  # the driver's own errors, from the overlap lock's queries
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
 FIRE_RETRY: dict[str, Any] = {
-    # a fire retries while PostgreSQL is briefly away; its message expires after one period
-    "autoretry_for": TRANSIENT_ERRORS,
+    # A fire retries while PostgreSQL or Redis is briefly away, with backoff and no count limit
+    # (max_retries=None on the task: Task.retry(max_retries=None) would fall back to 3): its
+    # message, retries included, expires one period after beat sent it. The run's idempotency
+    # key makes a retry after a partial submit harmless: still one run per fire time.
+    "autoretry_for": FIRE_TRANSIENT_ERRORS,
     "retry_backoff": 2,
     "retry_backoff_max": 60,
-    "max_retries": 10,
+    "retry_jitter": True,
+    "max_retries": None,
 }
 
 

@@ -5,9 +5,18 @@ at a time. Each pass (every ``ORCHESTRATOR_RECONCILE_INTERVAL`` seconds):
 
 1. finishes runs whose steps have all ended but whose run row has not (a lost final write);
 2. publishes runs recorded but never published (the submitter died between the two);
-3. recovers runs with a step whose lease lapsed (its worker died: SIGKILL, OOM, power) and runs
+3. publishes again the next attempt of a retrying step that is overdue and was never claimed
+   (lost at publish during a broker error, or with the process that held it);
+4. recovers runs with a step whose lease lapsed (its worker died: SIGKILL, OOM, power) and runs
    that stalled (nothing running or finishing for ``ORCHESTRATOR_STALL_TIMEOUT`` seconds while a
-   step is ready, e.g. messages lost with a Redis restart).
+   step is ready, e.g. messages lost with a Redis restart). A lease counts as lapsed only once it
+   has been missing for a whole lease period: a process that is alive re-creates its lease
+   within a third of that (after a Redis restart, say), and must not see its step run twice.
+
+A run that Redis says failed or was cancelled, but whose end never reached PostgreSQL (the
+writer's process died, or PostgreSQL was down past its retries), is ended, not recovered. A run
+with a step still running elsewhere (a live lease) is left until that step ends. A broker error
+while recovering leaves the run as it was, for the next pass.
 
 Recovery is in place: the steps that succeeded keep their results (from PostgreSQL), and the
 rest of the DAG is planned again under a new *epoch* and published. Delivery is at least once;
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +39,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from orchestrator.canvas import CanvasBuilder
 from orchestrator.errors import ServiceUnavailable
 from orchestrator.planner import build_plan
-from orchestrator.runner import publish_start
 from orchestrator.runtime import PlanKey, Runtime, runtime
 from orchestrator.spec import WorkflowSpec
 from orchestrator.status import RunStatus
@@ -45,13 +54,21 @@ def recover_run(run_id: str, reason: str, rt: Runtime | None = None) -> int | No
     record = rt.store.get_run(run_id)
     if record is None or record.status not in (RunStatus.PENDING, RunStatus.RUNNING):
         return None
+    if end_if_ended(rt, run_id):
+        return None
+    steps = rt.store.get_steps(run_id)
+    if any(
+        rt.state.lease_alive(run_id, s.step_id, max(1, s.attempts))
+        for s in steps
+        if s.status == "running"
+    ):
+        return None  # a step still runs elsewhere: its end moves the run on, or we come back
     if not rt.state.hold(run_id, "recovering", recovery_grace(rt)):
         return None  # recovered moments ago: give what it published time to be claimed
     data = rt.store.load_spec(record.workflow_version)
     if data is None:
         return None
     spec = WorkflowSpec.model_validate(data)
-    steps = rt.store.get_steps(run_id)
     done = {s.step_id: s.result for s in steps if s.status == "succeeded"}
     done.update(_unrecorded(rt, run_id, steps, done))
     if len(done) == len(steps):
@@ -68,10 +85,30 @@ def recover_run(run_id: str, reason: str, rt: Runtime | None = None) -> int | No
     builder = CanvasBuilder(
         rt.app, spec, plan, run_id, record.inputs, epoch=epoch, attempts=attempts
     )
-    publish_start(rt, builder, plan)
+    for segment in plan.start:  # a broker error raises: the next pass tries again
+        builder.publish(segment)
+    rt.store.mark_published(run_id)
     rt.store.add_event(run_id, "recovered", f"epoch {epoch}: {reason}")
     log.warning("run %s recovered (epoch %d): %s", run_id, epoch, reason)
     return epoch
+
+
+def end_if_ended(rt: Runtime, run_id: str) -> bool:
+    """End in history a run that Redis says failed or was cancelled; True if it had ended."""
+    ended = rt.state.failure(run_id)
+    if ended is None:
+        return False
+    flag, step, error = ended
+    if flag == "succeeded":
+        return True  # set once history recorded the end: the settled-runs check finishes it
+    if flag == "cancelled":
+        changed = rt.store.cancel_run(run_id, error or "cancelled")
+    else:
+        changed = rt.store.end_failed(run_id, step, error or f"run {flag}")
+    if changed:
+        log.warning("run %s ended as %s by the reconciler (its end was not recorded)", run_id, flag)
+        rt.state.notify_done(run_id, "cancelled" if flag == "cancelled" else "failed")
+    return True
 
 
 def _unrecorded(rt: Runtime, run_id: str, steps: list[Any], done: dict[str, Any]) -> dict[str, Any]:
@@ -106,6 +143,7 @@ class Reconciler:
     def __init__(self, rt: Runtime | None = None) -> None:
         self.rt = rt or runtime()
         self.token = uuid.uuid4().hex
+        self._missing: dict[tuple[str, str, int], float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._loop, name="orchestrator-reconciler", daemon=True
@@ -142,6 +180,7 @@ class Reconciler:
         return {
             "finished": self._finish_settled(),
             "published": self._publish_unpublished(),
+            "republished": self._republish_late_retries(),
             "recovered": self._recover_stalled(),
         }
 
@@ -152,6 +191,7 @@ class Reconciler:
             error = None if status == "succeeded" else "finished by the reconciler"
             if self.rt.store.finish_settled(run_id, status, output, error):
                 self.rt.state.notify_done(run_id, status)
+                self.rt.state.end(run_id, status)
                 count += 1
         return count
 
@@ -170,13 +210,45 @@ class Reconciler:
             count += recover_run(run_id, "recorded but never published", self.rt) is not None
         return count
 
-    def _recover_stalled(self) -> int:
-        state, settings = self.rt.state, self.rt.settings
-        lost = {
-            run
-            for run, step, attempt in self.rt.store.suspect_steps(settings.lease_seconds)
-            if not state.lease_alive(run, step, attempt)
+    def _lapsed(self) -> set[str]:
+        """Runs with a step whose lease has been missing for a whole lease period."""
+        state, lease = self.rt.state, self.rt.settings.lease_seconds
+        now = time.monotonic()
+        missing = {
+            found for found in self.rt.store.suspect_steps(lease) if not state.lease_alive(*found)
         }
+        self._missing = {found: self._missing.get(found, now) for found in missing}
+        return {found[0] for found, since in self._missing.items() if now - since >= lease}
+
+    def _republish_late_retries(self) -> int:
+        """Publish again the next attempt of a retrying step that is overdue and unclaimed."""
+        # a duplicate of an attempt is harmless (claims), so a lease period is wait enough
+        settings = self.rt.settings
+        count, grace = 0, max(settings.lease_seconds, 2 * settings.reconcile_interval)
+        for run_id, step_id, attempts in self.rt.store.late_retries(grace):
+            count += self._late_retry(run_id, step_id, attempts + 1, grace)
+        return count
+
+    def _late_retry(self, run_id: str, step_id: str, attempt: int, grace: float) -> bool:
+        state = self.rt.state
+        expected = state.expected_retry(run_id, step_id, attempt)
+        if expected is None:  # never noted, or claimed by a process that died before recording
+            if state.lease_alive(run_id, step_id, attempt):
+                return False
+            reason = f"attempt {attempt} of step {step_id!r} was lost"
+            return recover_run(run_id, reason, self.rt) is not None
+        late = time.time() - float(expected["due"])
+        if late < grace or not state.hold(run_id, f"republish:{step_id}:{attempt}", grace):
+            return False
+        self.rt.app.signature(expected["message"]).apply_async()
+        detail = f"attempt {attempt} of step {step_id!r} published again ({late:.0f}s overdue)"
+        self.rt.store.add_event(run_id, "republished", detail)
+        log.warning("run %s: %s", run_id, detail)
+        return True
+
+    def _recover_stalled(self) -> int:
+        settings = self.rt.settings
+        lost = self._lapsed()
         stalled = set(self.rt.store.stalled_runs(settings.stall_timeout)) - lost
         count = 0
         for run_id in sorted(lost):

@@ -229,6 +229,7 @@ class RunHandle:
         if pending:
             self._rt.app.control.revoke(pending)
         self._rt.state.notify_done(self.id, "cancelled")
+        self._rt.state.end(self.id, "cancelled")
         return True
 
     def pause(self) -> bool:

@@ -55,7 +55,11 @@ class Runtime:
 
     @cached_property
     def state(self) -> RunState:
-        return RunState(self.settings.state_url, self.settings.result_expires)
+        return RunState(
+            self.settings.state_url,
+            self.settings.result_expires,
+            ended_ttl=max(2 * self.settings.visibility_timeout, 3600),
+        )
 
     @cached_property
     def breakers(self) -> RedisBreakerStore:
@@ -86,6 +90,7 @@ class Runtime:
     def _announce(self, finalized: list[tuple[str, str]]) -> None:
         for run_id, status in finalized:
             self.state.notify_done(run_id, status)
+            self.state.end(run_id, status)
 
     def load_modules(self) -> None:
         """Import the task modules and the YAML workflows once per process."""

@@ -79,6 +79,13 @@ class Settings(BaseSettings):
         "that arrive while a batch is being written form the next batch).",
     )
     history_batch_size: int = Field(1000, description="Most history events written at once.")
+    history_queue_size: int = Field(
+        10000,
+        ge=1,
+        description="Most history events a process holds unwritten; when they are that many, "
+        "a step's process waits for them to be written (PostgreSQL away: it stops taking work) "
+        "rather than grow its memory or drop events.",
+    )
     flower_url: str = Field("http://127.0.0.1:5555", description="Where Flower is served.")
     flower_basic_auth: SecretStr | None = Field(
         None, description="Flower credentials as user:password (required to start Flower)."

@@ -36,17 +36,26 @@ class TaskCatalog(Protocol):
 
 
 class RetrySpec(BaseModel):
-    """Retry policy of a step (see ``orchestrator.retry``)."""
+    """A step's overrides of its task's ``@retry`` policy (see ``orchestrator.retry``).
+
+    Only the fields a step names override the task's policy; a field left out stays ``None``
+    (also after the spec's JSON round trip through PostgreSQL) and keeps the task's value, or
+    the default of ``RetryPolicy`` when the task has no ``@retry``.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_attempts: int = Field(3, ge=1)
-    base_delay: float = Field(1.0, ge=0)
-    backoff: float = Field(2.0, ge=1)
-    max_delay: float = Field(60.0, ge=0)
-    jitter: bool = True
-    on: tuple[str, ...] = ()
-    """Exception class names that are retried; empty means every exception."""
+    max_attempts: int | None = Field(None, ge=1)
+    base_delay: float | None = Field(None, ge=0)
+    backoff: float | None = Field(None, ge=1)
+    max_delay: float | None = Field(None, ge=0)
+    jitter: bool | None = None
+    on: tuple[str, ...] | None = None
+    """Exception class names that are retried; unset or empty keeps the task's."""
+
+    def overrides(self) -> dict[str, Any]:
+        """The fields this step names, for ``RetryPolicy.merged``."""
+        return self.model_dump(exclude_none=True)
 
 
 class StepSpec(BaseModel):
@@ -211,9 +220,15 @@ def check_cron(workflow: str, expr: str) -> None:
 # -- checks against the registered tasks -------------------------------------------------------
 
 
+RESERVED_TASK_PREFIXES = {"celery.": "Celery", "orchestrator.": "orchestrator"}
+"""Task names of Celery's own tasks (``celery.chord_unlock``, ...) and of the framework's
+(``orchestrator.run_deadline``, beat's fire task, ...): registered, but never a step."""
+
+
 def check_tasks(spec: WorkflowSpec, catalog: TaskCatalog) -> None:
     """Every task is registered, and each function can take what its step will receive."""
     for step in spec.steps:
+        _check_not_reserved(spec, step)
         sig = catalog.signature_of(step.task)
         if sig is None:
             raise UnknownTaskError(
@@ -224,6 +239,18 @@ def check_tasks(spec: WorkflowSpec, catalog: TaskCatalog) -> None:
             )
         if step.after:
             _check_bind(spec, step, sig, (object(),), step.kwargs, "its parents' result and kwargs")
+
+
+def _check_not_reserved(spec: WorkflowSpec, step: StepSpec) -> None:
+    for prefix, owner in RESERVED_TASK_PREFIXES.items():
+        if step.task.startswith(prefix):
+            raise UnknownTaskError(
+                spec.name,
+                f"task {step.task!r} is one of {owner}'s own tasks and cannot be a workflow "
+                "step; name a task of yours, decorated with @task in a module listed in "
+                "ORCHESTRATOR_TASK_MODULES",
+                step.id,
+            )
 
 
 def check_inputs(spec: WorkflowSpec, inputs: dict[str, Any], catalog: TaskCatalog) -> None:

@@ -9,7 +9,6 @@ ZREM, which only one pump can win.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -17,6 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+
+from orchestrator.codec import decode, encode
 
 log = logging.getLogger("orchestrator.delays")
 KEY = "orch:delayed"
@@ -29,7 +30,7 @@ class DelayedMessages:
         self.client = client
 
     def add(self, signature: dict[str, Any], due: float) -> None:
-        self.client.zadd(KEY, {json.dumps(signature, sort_keys=True): due})
+        self.client.zadd(KEY, {encode(signature): due})
 
     def take_due(self, now: float, limit: int = 100) -> list[dict[str, Any]]:
         """Due messages that this caller won (each is returned to exactly one caller)."""
@@ -37,7 +38,7 @@ class DelayedMessages:
         due: list[bytes] = self.client.zrangebyscore(KEY, "-inf", now, start=0, num=limit)  # type: ignore[assignment]
         for raw in due:
             if self.client.zrem(KEY, raw):
-                taken.append(json.loads(raw))
+                taken.append(decode(raw))
         return taken
 
     def size(self) -> int:

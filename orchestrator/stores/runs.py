@@ -4,12 +4,16 @@ Keys carry the run id in a hash tag (``orch:{<run>}:...``) so a run's keys share
 Joins use sets, not counters, so a redelivered step is counted once. A step *claims* its run
 before it executes (one script, one round trip): the claim reads the control flag and the
 parents' results, refuses a step that already succeeded or that another live delivery holds,
-counts deliveries, and takes a lease that the executing process keeps alive.
+counts deliveries, and takes a lease that the executing process keeps alive. A parent's result
+that is missing is reported as such, never read as ``None``.
+
+Values go through :mod:`orchestrator.codec` (Celery's JSON). When a run ends, its results and
+counters are deleted and its control flag is kept, shorter, so that a late duplicate message
+stands down instead of running again.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +21,7 @@ from typing import Any
 
 import redis
 
+from orchestrator.codec import decode, encode
 from orchestrator.errors import ServiceUnavailable
 from orchestrator.settings import redact
 
@@ -29,15 +34,17 @@ if flag then return {'flag', flag} end
 local done = redis.call('HGET', KEYS[2], ARGV[1])
 if done then return {'done', done} end
 local holder = redis.call('GET', KEYS[3])
-if holder and holder ~= ARGV[2] then return {'busy', holder} end
-redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
-local n = redis.call('INCR', KEYS[4])
-redis.call('EXPIRE', KEYS[4], ARGV[4])
-local out = {'go', tostring(n)}
-for i = 5, #ARGV do
+if holder and holder ~= ARGV[2] and holder ~= ARGV[5] then return {'busy', holder} end
+local out = {'go', '0'}
+for i = 7, #ARGV do
   local v = redis.call('HGET', KEYS[2], ARGV[i])
-  table.insert(out, v or false)
+  if not v then return {'missing', ARGV[i]} end
+  table.insert(out, v)
 end
+redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
+out[2] = tostring(redis.call('HINCRBY', KEYS[4], ARGV[6], 1))
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+redis.call('DEL', KEYS[5])
 return out
 """
 _FINISH = """
@@ -71,16 +78,27 @@ return 0
 _RENEW = """
 local n = 0
 for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[i + 1] then
+  local holder = redis.call('GET', KEYS[i])
+  if holder == ARGV[i + 1] then
     redis.call('PEXPIRE', KEYS[i], ARGV[1]); n = n + 1
+  elseif not holder then
+    redis.call('SET', KEYS[i], ARGV[i + 1], 'PX', ARGV[1]); n = n + 1
   end
 end
 return n
+"""
+_END = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 """
 
 
 def key(run_id: str, part: str) -> str:
     return f"orch:{{{run_id}}}:{part}"
+
+
+def retry_key(run_id: str, step_id: str, attempt: int) -> str:
+    return key(run_id, f"retry:{step_id}:{attempt}")
 
 
 def done_channel(run_id: str) -> str:
@@ -89,9 +107,13 @@ def done_channel(run_id: str) -> str:
 
 @dataclass(frozen=True)
 class Claim:
-    """The outcome of claiming a step: ``go`` (with parents' results), or why not."""
+    """The outcome of claiming a step: ``go`` (with parents' results), or why not.
 
-    outcome: str  # go | flag | done | busy
+    ``busy`` carries the holder of the lease in ``flag``; ``missing`` names the parent whose
+    result is not in Redis (lost with Redis's data, or evicted) in ``flag``.
+    """
+
+    outcome: str  # go | flag | done | busy | missing
     flag: str | None = None
     result: Any = None
     deliveries: int = 0
@@ -101,9 +123,10 @@ class Claim:
 class RunState:
     """Redis operations of the run lifecycle, one round trip each on the hot path."""
 
-    def __init__(self, url: str, ttl: int) -> None:
+    def __init__(self, url: str, ttl: int, ended_ttl: int = 86400) -> None:
         self.url = url
         self.ttl = ttl
+        self.ended_ttl = ended_ttl
         self.client: redis.Redis = redis.Redis.from_url(
             url, socket_connect_timeout=5, socket_timeout=5, health_check_interval=30
         )
@@ -113,6 +136,7 @@ class RunState:
         self._resume = self.client.register_script(_RESUME)
         self._release = self.client.register_script(_RELEASE)
         self._renew = self.client.register_script(_RENEW)
+        self._end = self.client.register_script(_END)
 
     def ping(self) -> None:
         try:
@@ -137,7 +161,7 @@ class RunState:
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(
             res,
-            mapping={INPUTS: json.dumps(inputs), **{k: json.dumps(v) for k, v in results.items()}},
+            mapping={INPUTS: encode(inputs), **{k: encode(v) for k, v in results.items()}},
         )
         pipe.expire(res, self.ttl)
         if done_sinks:
@@ -146,25 +170,104 @@ class RunState:
         pipe.execute()
 
     def claim(
-        self, run_id: str, step_id: str, attempt: int, owner: str, lease_ms: int, parents: list[str]
+        self,
+        run_id: str,
+        step_id: str,
+        attempt: int,
+        owner: str,
+        lease_ms: int,
+        parents: list[str],
+        steal: str = "",
     ) -> Claim:
-        """Claim a step before executing it (see the module docstring)."""
+        """Claim a step before executing it (see the module docstring).
+
+        ``steal``: a lease holder known to be dead (a pool process of this worker that was
+        killed); its lease is taken over instead of reported ``busy``.
+        """
         keys = [
             key(run_id, "ctl"),
             key(run_id, "res"),
             key(run_id, f"lease:{step_id}:{attempt}"),
-            key(run_id, f"deliveries:{step_id}:{attempt}"),
+            key(run_id, "deliveries"),
+            retry_key(run_id, step_id, attempt),
         ]
-        reply = self._claim(keys=keys, args=[step_id, owner, lease_ms, self.ttl, *parents])
+        args: list[str | int] = [
+            step_id,
+            owner,
+            lease_ms,
+            self.ttl,
+            steal,
+            f"{step_id}:{attempt}",
+            *parents,
+        ]
+        reply = self._claim(keys=keys, args=args)
         outcome = reply[0].decode()
-        if outcome == "flag":
-            return Claim("flag", flag=reply[1].decode())
         if outcome == "done":
-            return Claim("done", result=json.loads(reply[1]))
-        if outcome == "busy":
-            return Claim("busy", flag=reply[1].decode())
-        values = tuple(None if v is None else json.loads(v) for v in reply[2:])
+            return Claim("done", result=decode(reply[1]))
+        if outcome != "go":
+            return Claim(outcome, flag=reply[1].decode())
+        values = tuple(decode(v) for v in reply[2:])
         return Claim("go", deliveries=int(reply[1]), parents=values)
+
+    def restore_results(self, run_id: str, results: dict[str, Any]) -> None:
+        """Put results (from history) back where dependents read them."""
+        res = key(run_id, "res")
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(res, mapping={k: encode(v) for k, v in results.items()})
+        pipe.expire(res, self.ttl)
+        pipe.execute()
+
+    def fail(self, run_id: str, step_id: str | None, error: str) -> None:
+        """Mark the run failed: nothing new starts; the reason is kept for the reconciler, which
+        ends the run in history if the writer could not."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(key(run_id, "ctl"), "failed", ex=self.ttl)
+        pipe.set(key(run_id, "failure"), encode({"step": step_id, "error": error}), ex=self.ttl)
+        pipe.execute()
+
+    def failure(self, run_id: str) -> tuple[str, str | None, str | None] | None:
+        """The run's control flag, with the failing step and error when it failed; None if no
+        flag is set (or only ``paused``)."""
+        flag, raw = self.client.mget([key(run_id, "ctl"), key(run_id, "failure")])
+        if flag is None or flag == b"paused":
+            return None
+        detail = decode(raw) if raw else {}
+        status = flag.decode() if isinstance(flag, bytes) else str(flag)
+        return status, detail.get("step"), detail.get("error")
+
+    def undo_delivery(self, run_id: str, step_id: str, attempt: int) -> None:
+        """A delivery that did not execute the step (deferred by a breaker) is not counted."""
+        self.client.hincrby(key(run_id, "deliveries"), f"{step_id}:{attempt}", -1)
+
+    def expect_retry(
+        self, run_id: str, step_id: str, attempt: int, message: dict[str, Any], due: float
+    ) -> None:
+        """Note the message of a step's next attempt until a delivery of it is claimed, so the
+        reconciler can publish it again if it is lost on the way (broker error, dead process)."""
+        self.client.set(
+            retry_key(run_id, step_id, attempt),
+            encode({"due": due, "message": message}),
+            ex=self.ttl,
+        )
+
+    def expected_retry(self, run_id: str, step_id: str, attempt: int) -> dict[str, Any] | None:
+        """The noted next attempt (``due``, ``message``), or None if it was claimed or never
+        noted."""
+        raw = self.client.get(retry_key(run_id, step_id, attempt))
+        return None if raw is None else dict(decode(raw))
+
+    def end(self, run_id: str, status: str) -> None:
+        """The run ended: free its results and counters; keep the flag so late messages of the
+        run stand down."""
+        self._end(
+            keys=[
+                key(run_id, "ctl"),
+                key(run_id, "res"),
+                key(run_id, "deliveries"),
+                key(run_id, "parked"),
+            ],
+            args=[status, self.ended_ttl],
+        )
 
     def release(self, run_id: str, step_id: str, attempt: int, owner: str) -> None:
         self._release(keys=[key(run_id, f"lease:{step_id}:{attempt}")], args=[owner])
@@ -182,13 +285,14 @@ class RunState:
         self,
         run_id: str,
         step_id: str,
-        result: Any,
+        encoded: str,
         joins: list[str],
         sink: bool,
         attempt: int,
         owner: str,
     ) -> tuple[list[tuple[bool, int]], tuple[bool, int] | None]:
-        """Record the result, release the lease, and count the step toward joins and the run's end.
+        """Record the (encoded) result, release the lease, and count the step toward joins and
+        the run's end.
 
         Returns, for each join and then for the sinks, whether this call added the step and the
         set's size after it.
@@ -197,7 +301,7 @@ class RunState:
         lease = key(run_id, f"lease:{step_id}:{attempt}")
         replies = self._finish(
             keys=[key(run_id, "res"), lease, *joins_keys],
-            args=[step_id, json.dumps(result), self.ttl, owner],
+            args=[step_id, encoded, self.ttl, owner],
         )
         counts = [
             (bool(added), int(card))
@@ -209,16 +313,16 @@ class RunState:
 
     def results(self, run_id: str, steps: list[str]) -> list[Any]:
         raw = self.client.hmget(key(run_id, "res"), steps) if steps else []
-        return [None if r is None else json.loads(r) for r in raw]
+        return [None if r is None else decode(r) for r in raw]
 
     def stored(self, run_id: str, steps: list[str]) -> dict[str, Any]:
         """The results in Redis of those ``steps`` that have one (a ``None`` result included)."""
         raw = self.client.hmget(key(run_id, "res"), steps) if steps else []
-        return {s: json.loads(r) for s, r in zip(steps, raw, strict=True) if r is not None}
+        return {s: decode(r) for s, r in zip(steps, raw, strict=True) if r is not None}
 
     def inputs(self, run_id: str) -> dict[str, Any]:
         raw = self.client.hget(key(run_id, "res"), INPUTS)
-        return {} if raw is None else dict(json.loads(raw))
+        return {} if raw is None else dict(decode(raw))
 
     def set_flag(self, run_id: str, flag: str | None) -> None:
         ctl = key(run_id, "ctl")
@@ -232,14 +336,14 @@ class RunState:
         return bool(
             self._park(
                 keys=[key(run_id, "ctl"), key(run_id, "parked")],
-                args=[json.dumps(signature), self.ttl],
+                args=[encode(signature), self.ttl],
             )
         )
 
     def resume(self, run_id: str) -> list[dict[str, Any]]:
         """Clear the pause and hand back the parked messages (each exactly once)."""
         parked = self._resume(keys=[key(run_id, "ctl"), key(run_id, "parked")])
-        return [json.loads(p) for p in parked]
+        return [decode(p) for p in parked]
 
     def hold(self, run_id: str, what: str, seconds: float) -> bool:
         """Take a marker that expires after ``seconds``; False while someone else's exists."""

@@ -9,16 +9,22 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql import func
+
+UNFINISHED_RUN = "status IN ('pending', 'running', 'paused')"
+UNFINISHED_STEP = "status NOT IN ('succeeded', 'failed', 'skipped', 'cancelled')"
 
 
 class Base(DeclarativeBase):
@@ -60,7 +66,21 @@ class WorkflowRun(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (Index("ix_workflow_runs_created_at", "created_at"),)
+    __table_args__ = (
+        Index("ix_workflow_runs_created_at", "created_at"),
+        # the reconciler's and /metrics' indexes cover unfinished runs only (migration 0003)
+        Index(
+            "ix_workflow_runs_unfinished",
+            "status",
+            "created_at",
+            postgresql_where=text(UNFINISHED_RUN),
+        ),
+        Index(
+            "ix_workflow_runs_unpublished_pending",
+            "created_at",
+            postgresql_where=text("status = 'pending' AND published_at IS NULL"),
+        ),
+    )
 
 
 class TaskRun(Base):
@@ -81,7 +101,12 @@ class TaskRun(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (UniqueConstraint("run_id", "step_id", name="uq_task_runs_run_step"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "step_id", name="uq_task_runs_run_step"),
+        Index(
+            "ix_task_runs_unfinished", "run_id", "status", postgresql_where=text(UNFINISHED_STEP)
+        ),
+    )
 
 
 class TaskAttempt(Base):
@@ -131,3 +156,37 @@ class DeadLetter(Base):
     reason: Mapped[str] = mapped_column(String(32), default="exhausted")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_dead_letters_unreplayed", "id", postgresql_where=text("replayed_at IS NULL")),
+    )
+
+
+class MetricTotal(Base):
+    """A total behind ``/metrics`` (``orchestrator.metrics``): a counter's value, or a
+    histogram bucket's count and sum, by metric, label value (``key``) and ``part``."""
+
+    __tablename__ = "metric_totals"
+
+    metric: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    part: Mapped[str] = mapped_column(Text, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[float] = mapped_column(Float)
+
+
+class MetricDelta(Base):
+    """What one statement on the history tables added to the totals, not yet folded in.
+
+    Written by triggers (migration 0003), never by Python: each statement on ``workflow_runs``,
+    ``task_runs`` or ``task_attempts`` appends its rows' new contributions minus their old ones.
+    """
+
+    __tablename__ = "metric_deltas"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    metric: Mapped[str] = mapped_column(Text)
+    key: Mapped[str] = mapped_column(Text)
+    part: Mapped[str] = mapped_column(Text)
+    n: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[float] = mapped_column(Float)

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from orchestrator.codec import revive
 from orchestrator.errors import ServiceUnavailable
 from orchestrator.settings import redact
 from orchestrator.status import RUN_TERMINAL, STEP_TERMINAL
@@ -163,9 +164,17 @@ class HistoryStore:
 
     @property
     def engine(self) -> Engine:
-        # a forked worker child must not share its parent's connections
+        """This process's engine, with at most 2 connections: one kept open, one more while
+        two threads (the history writer and a step, say) need one at once; a third waits for
+        one to be free (30 s at most). A worker with ``-c 32`` holds at most 66 (32 pool
+        children and the main process), not ~200.
+
+        Connections are checked before use and replaced after 30 minutes; a forked pool child
+        gets an engine of its own (it must not share its parent's connections)."""
         if self._engine is None or self._pid != os.getpid():
-            self._engine = create_engine(self.url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+            self._engine = create_engine(
+                self.url, pool_size=1, max_overflow=1, pool_pre_ping=True, pool_recycle=1800
+            )
             self._pid = os.getpid()
         return self._engine
 
@@ -300,6 +309,29 @@ class HistoryStore:
             )
         return True
 
+    def end_failed(self, run_id: str, step_id: str | None, error: str) -> bool:
+        """Fail a run whose failure was decided but not recorded: the failing step (if it has
+        not ended) becomes ``failed``, steps not started ``skipped``. False if it had ended."""
+        key = uuid.UUID(str(run_id))
+        if step_id is not None:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(TaskRun)
+                    .where(
+                        TaskRun.run_id == key,
+                        TaskRun.step_id == step_id,
+                        TaskRun.status.not_in(TERMINAL_STEPS),
+                    )
+                    .values(status="failed", error=error, finished_at=text("now()"))
+                )
+        if not self.end_run(run_id, "failed", error, unstarted="skipped"):
+            return False
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(WorkflowRun).where(WorkflowRun.id == key).values(error_step=step_id)
+            )
+        return True
+
     def transition(self, run_id: str, source: tuple[str, ...], target: str) -> bool:
         """Move a run from one of ``source`` to ``target``; False if it was in no such status."""
         with self.engine.begin() as conn:
@@ -366,6 +398,8 @@ class HistoryStore:
         return changed is not None
 
     def unpublished_runs(self, older_than: float, limit: int = 100) -> list[str]:
+        """Pending runs recorded over ``older_than`` seconds ago and never published, oldest
+        first."""
         rows = self._query(_UNPUBLISHED, {"age": older_than, "limit": limit})
         return [str(r[0]) for r in rows]
 
@@ -378,6 +412,12 @@ class HistoryStore:
         """Running runs with nothing running and no step start or end for ``older_than`` s."""
         rows = self._query(_STALLED, {"age": older_than, "limit": limit})
         return [str(r[0]) for r in rows]
+
+    def late_retries(self, older_than: float, limit: int = 500) -> list[tuple[str, str, int]]:
+        """Steps ``retrying`` for longer than ``older_than`` seconds (since the failed attempt
+        ended), in pending or running runs: (run id, step id, attempts)."""
+        rows = self._query(_LATE_RETRIES, {"age": older_than, "limit": limit})
+        return [(str(r[0]), r[1], int(r[2])) for r in rows]
 
     def _query(self, sql: Any, params: dict[str, Any]) -> list[Any]:
         with self.engine.connect() as conn:
@@ -420,13 +460,30 @@ class HistoryStore:
             return [r[0] for r in rows]
 
 
+# The reconciler's queries cost the same with 10 or 10 million rows of history: they start from
+# the runs not yet ended (ix_workflow_runs_unfinished, or the index on status) and look at each
+# one's steps by run id, through the index of unfinished steps (ix_task_runs_unfinished) where
+# they can; unpublished runs have an index of their own (migration 0003). ``OFFSET 0``
+# keeps each look a probe per run: without it the planner may turn it into a hash join over all
+# of task_runs, or start from the unfinished steps, which include those that runs ended without
+# (a failed run's steps that never started), and so grow with history.
 _SETTLED = text("""
-SELECT r.id, CASE WHEN bool_and(t.status = 'succeeded') THEN 'succeeded'
-                  WHEN bool_or(t.status = 'failed') THEN 'failed' ELSE 'cancelled' END
-FROM workflow_runs r JOIN task_runs t ON t.run_id = r.id
+SELECT r.id,
+       CASE WHEN NOT EXISTS (SELECT FROM task_runs t
+                             WHERE t.run_id = r.id AND t.status <> 'succeeded' OFFSET 0)
+            THEN 'succeeded'
+            WHEN EXISTS (SELECT FROM task_runs t
+                         WHERE t.run_id = r.id AND t.status = 'failed' OFFSET 0)
+            THEN 'failed'
+            ELSE 'cancelled' END
+FROM workflow_runs r
 WHERE r.status IN ('pending', 'running', 'paused')
-GROUP BY r.id
-HAVING bool_and(t.status IN ('succeeded', 'failed', 'skipped', 'cancelled'))
+  -- every step has ended (asked first: it rules out almost every run), and there is a step
+  AND CASE WHEN EXISTS (SELECT FROM task_runs t WHERE t.run_id = r.id
+                        AND t.status NOT IN ('succeeded', 'failed', 'skipped', 'cancelled')
+                        OFFSET 0)
+           THEN false
+           ELSE EXISTS (SELECT FROM task_runs t WHERE t.run_id = r.id OFFSET 0) END
 LIMIT :limit
 """)
 _UNPUBLISHED = text("""
@@ -436,18 +493,33 @@ WHERE published_at IS NULL AND status = 'pending'
 ORDER BY created_at LIMIT :limit
 """)
 _SUSPECT = text("""
-SELECT t.run_id, t.step_id, t.attempts FROM task_runs t JOIN workflow_runs r ON r.id = t.run_id
-WHERE r.status = 'running' AND t.status = 'running'
-  AND t.started_at < now() - make_interval(secs => :age)
+SELECT r.id, t.step_id, t.attempts FROM workflow_runs r
+CROSS JOIN LATERAL (SELECT t.step_id, t.attempts FROM task_runs t
+                    WHERE t.run_id = r.id AND t.status = 'running'
+                      AND t.started_at < now() - make_interval(secs => :age) OFFSET 0) t
+WHERE r.status = 'running'
 LIMIT :limit
 """)
+_LATE_RETRIES = text("""
+SELECT r.id, t.step_id, t.attempts FROM workflow_runs r
+CROSS JOIN LATERAL (SELECT t.step_id, t.attempts FROM task_runs t
+                    WHERE t.run_id = r.id AND t.status = 'retrying'
+                      AND t.finished_at < now() - make_interval(secs => :age) OFFSET 0) t
+WHERE r.status IN ('pending', 'running')
+LIMIT :limit
+""")
+# No step started or ended for :age: the latest of published_at and every step's start and end
 _STALLED = text("""
-SELECT r.id FROM workflow_runs r JOIN task_runs t ON t.run_id = r.id
+SELECT r.id FROM workflow_runs r
 WHERE r.status IN ('pending', 'running') AND r.published_at IS NOT NULL
-GROUP BY r.id
-HAVING NOT bool_or(t.status IN ('running', 'retrying')) AND bool_or(t.status = 'pending')
-   AND greatest(max(r.published_at), max(t.started_at), max(t.finished_at))
-       < now() - make_interval(secs => :age)
+  AND r.published_at < now() - make_interval(secs => :age)
+  AND EXISTS (SELECT FROM task_runs t WHERE t.run_id = r.id AND t.status = 'pending' OFFSET 0)
+  AND NOT EXISTS (SELECT FROM task_runs t
+                  WHERE t.run_id = r.id AND t.status IN ('running', 'retrying') OFFSET 0)
+  AND NOT EXISTS (SELECT FROM task_runs t
+                  WHERE t.run_id = r.id
+                    AND greatest(t.started_at, t.finished_at) >= now() - make_interval(secs => :age)
+                  OFFSET 0)
 LIMIT :limit
 """)
 
@@ -489,8 +561,8 @@ def _run_record(row: WorkflowRun) -> RunRecord:
         workflow=row.workflow,
         workflow_version=row.workflow_version,
         status=row.status,
-        inputs=row.inputs,
-        output=row.output,
+        inputs=revive(row.inputs),
+        output=revive(row.output),
         error=row.error,
         error_step=row.error_step,
         trigger=row.trigger,
@@ -516,7 +588,7 @@ def _step_record(row: TaskRun, attempts: list[AttemptRecord]) -> StepRecord:
         started_at=row.started_at,
         finished_at=row.finished_at,
         error=row.error,
-        result=row.result,
+        result=revive(row.result),
         celery_task_id=row.celery_task_id,
         queued_at=row.queued_at,
         attempt_log=attempts,

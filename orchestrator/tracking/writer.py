@@ -3,30 +3,52 @@
 A step hands events to :meth:`HistoryWriter.submit` (a queue put); one thread per process drains
 the queue and writes each batch in one transaction with ``executemany``. Events of one step and
 attempt are merged within a batch. Every status change is a conditional update: a terminal row
-never moves back. When PostgreSQL is down the batch is kept and retried; :meth:`close` (called on
-normal worker shutdown) writes everything that is still queued.
+never moves back. :meth:`close` (called on normal worker shutdown) writes everything that is still
+queued.
+
+Values go through one encoder, :mod:`orchestrator.codec` (Celery's JSON, so a ``datetime``,
+``Decimal`` or ``UUID`` result is stored and read back as such; NUL characters, which PostgreSQL
+refuses, become U+FFFD).
+
+Failures never stop the thread:
+
+- PostgreSQL unreachable (connection lost, pool exhausted): the batch is kept and retried with
+  backoff, as long as it takes.
+- A batch PostgreSQL refuses, or that cannot be encoded: it is halved until the bad event stands
+  alone (:func:`isolate`); every other event is written, the bad one is logged (run, step,
+  attempt, reason) and recorded as a ``history_error`` run event in a transaction of its own.
+
+Back-pressure: the queue holds at most ``queue_size`` events (``ORCHESTRATOR_HISTORY_QUEUE_SIZE``).
+When it is full, :meth:`HistoryWriter.submit` blocks until the thread has taken a batch: the
+step's process stops taking work while PostgreSQL is away, rather than grow its memory or drop
+events.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from orchestrator import codec
+from orchestrator.settings import get_settings
 from orchestrator.tracking.store import HistoryStore
 
 log = logging.getLogger("orchestrator.history")
 _UNSET: Any = object()
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -159,11 +181,37 @@ INSERT INTO dead_letters (run_id, step_id, task, celery_task_id, args, kwargs, e
 VALUES (CAST(:run_id AS UUID), :step_id, :task, :celery_task_id, CAST(:args AS JSONB),
         CAST(:kwargs AS JSONB), :error, :traceback, :reason, :at)
 """)
+_HISTORY_ERROR = text("""
+INSERT INTO run_events (run_id, kind, detail)
+VALUES (CAST(:run_id AS UUID), 'history_error', :detail)
+""")
 _FINISHED = frozenset({"succeeded", "failed", "retrying"})
+_TEXT = codec.text_for_postgres
 
 
 def _json(value: Any) -> str | None:
-    return None if value is _UNSET else json.dumps(value)
+    return None if value is _UNSET else codec.for_postgres(value)
+
+
+def _lenient_json(value: Any) -> str:
+    """``value`` for a JSONB column; what Celery's JSON cannot encode is kept as its repr
+    (a dead letter is kept whatever its arguments)."""
+    try:
+        return codec.for_postgres(value)
+    except codec.UnencodableValue:
+        return codec.for_postgres(_printable(value))
+
+
+def _printable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    try:
+        codec.encode(value)
+    except codec.UnencodableValue:
+        return repr(value)
+    return value
 
 
 def _step_params(event: StepEvent) -> dict[str, Any]:
@@ -173,12 +221,12 @@ def _step_params(event: StepEvent) -> dict[str, Any]:
         "step_id": event.step_id,
         "attempt": event.attempt,
         "status": event.status,
-        "worker": event.worker,
+        "worker": _TEXT(event.worker),
         "started_at": event.started_at or (event.at if event.status == "running" else None),
         "finished_at": finished,
         "result": _json(event.result),
-        "error": event.error,
-        "traceback": event.traceback,
+        "error": _TEXT(event.error),
+        "traceback": _TEXT(event.traceback),
     }
 
 
@@ -221,15 +269,7 @@ class _Batch:
         )
         if maybe_done:
             conn.execute(_LOCK, {"runs": maybe_done})
-        starts = [{"run_id": e.run_id, "at": e.started_at or e.at} for e in steps if e.starts_run]
-        if starts:
-            conn.execute(_RUN_START, starts)
-        if steps:
-            latest = {(e.run_id, e.step_id): e for e in sorted(steps, key=lambda e: e.attempt)}
-            conn.execute(_STEP, _columns(list(latest.values())))
-            tried = [e for e in steps if e.status not in ("skipped", "cancelled")]
-            if tried:
-                conn.execute(_ATTEMPT, _columns(tried))
+        _write_steps(conn, steps)
         for skip in (e for e in self.events if isinstance(e, SkipSteps)):
             conn.execute(
                 _SKIP,
@@ -238,7 +278,7 @@ class _Batch:
                     "steps": list(skip.steps),
                     "status": skip.status,
                     "at": skip.at,
-                    "reason": skip.reason,
+                    "reason": _TEXT(skip.reason),
                 },
             )
         dead = [_dead_params(e) for e in self.events if isinstance(e, DeadLetterEvent)]
@@ -249,17 +289,30 @@ class _Batch:
         return [(f.run_id, f.status) for f in ended] + [(str(r[0]), "succeeded") for r in done]
 
 
+def _write_steps(conn: Connection, steps: list[StepEvent]) -> None:
+    starts = [{"run_id": e.run_id, "at": e.started_at or e.at} for e in steps if e.starts_run]
+    if starts:
+        conn.execute(_RUN_START, starts)
+    if not steps:
+        return
+    latest = {(e.run_id, e.step_id): e for e in sorted(steps, key=lambda e: e.attempt)}
+    conn.execute(_STEP, _columns(list(latest.values())))
+    tried = [e for e in steps if e.status not in ("skipped", "cancelled")]
+    if tried:
+        conn.execute(_ATTEMPT, _columns(tried))
+
+
 def _dead_params(event: DeadLetterEvent) -> dict[str, Any]:
     return {
         "run_id": event.run_id,
         "step_id": event.step_id,
-        "task": event.task,
+        "task": _TEXT(event.task),
         "celery_task_id": event.celery_task_id,
-        "args": json.dumps(event.args, default=repr),
-        "kwargs": json.dumps(event.kwargs, default=repr),
-        "error": event.error,
-        "traceback": event.traceback,
-        "reason": event.reason,
+        "args": _lenient_json(event.args),
+        "kwargs": _lenient_json(event.kwargs),
+        "error": _TEXT(event.error),
+        "traceback": _TEXT(event.traceback),
+        "reason": _TEXT(event.reason),
         "at": event.at,
     }
 
@@ -268,7 +321,8 @@ def _finalize(conn: Connection, final: RunFinal) -> bool:
     """Write a run's end; True when it was a failure that this call recorded."""
     if final.status == "succeeded":
         conn.execute(
-            _OUTPUT, {"run_id": final.run_id, "at": final.at, "output": json.dumps(final.output)}
+            _OUTPUT,
+            {"run_id": final.run_id, "at": final.at, "output": codec.for_postgres(final.output)},
         )
         return False
     changed = conn.execute(
@@ -276,8 +330,8 @@ def _finalize(conn: Connection, final: RunFinal) -> bool:
         {
             "run_id": final.run_id,
             "at": final.at,
-            "error": final.error,
-            "error_step": final.error_step,
+            "error": _TEXT(final.error),
+            "error_step": _TEXT(final.error_step),
         },
     ).first()
     if final.skip:
@@ -288,10 +342,38 @@ def _finalize(conn: Connection, final: RunFinal) -> bool:
                 "steps": list(final.skip),
                 "status": "skipped",
                 "at": final.at,
-                "reason": final.error,
+                "reason": _TEXT(final.error),
             },
         )
     return changed is not None
+
+
+def isolate(
+    items: Sequence[T], apply: Callable[[Sequence[T]], R]
+) -> tuple[list[R], list[tuple[T, Exception]]]:
+    """Apply ``items`` in order, in as few calls as possible: a call that raises is halved until
+    each item it refuses stands alone. Returns what the successful calls returned, and each
+    refused item with its error (a single bad item among n costs about 2·log2(n) calls)."""
+    try:
+        return [apply(items)], []
+    except Exception as exc:
+        if len(items) <= 1:
+            return [], [(item, exc) for item in items]
+    middle = len(items) // 2
+    done, refused = isolate(items[:middle], apply)
+    more, also_refused = isolate(items[middle:], apply)
+    return done + more, refused + also_refused
+
+
+def describe(event: Event) -> str:
+    """Which run, step and attempt an event is about (for logs and ``history_error`` events)."""
+    if isinstance(event, StepEvent):
+        return f"run {event.run_id} step {event.step_id} attempt {event.attempt} ({event.status})"
+    if isinstance(event, SkipSteps):
+        return f"run {event.run_id} steps {', '.join(event.steps)} ({event.status})"
+    if isinstance(event, RunFinal):
+        return f"run {event.run_id} end ({event.status})"
+    return f"dead letter of {event.task} (run {event.run_id}, step {event.step_id})"
 
 
 class HistoryWriter:
@@ -303,13 +385,17 @@ class HistoryWriter:
         *,
         flush_interval: float = 0.05,
         batch_size: int = 1000,
+        queue_size: int | None = None,
         on_finalized: Callable[[list[tuple[str, str]]], None] | None = None,
     ) -> None:
+        """``queue_size``: most events held before :meth:`submit` blocks (default: the
+        ``history_queue_size`` setting)."""
         self.store = store
         self.flush_interval = flush_interval
         self.batch_size = batch_size
+        self.queue_size = get_settings().history_queue_size if queue_size is None else queue_size
         self.on_finalized = on_finalized
-        self._queue: queue.Queue[Event | None] = queue.Queue()
+        self._queue: queue.Queue[Event | None] = queue.Queue(self.queue_size)
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._lock = threading.Lock()
@@ -317,17 +403,21 @@ class HistoryWriter:
         self._idle = threading.Condition(self._lock)
 
     def submit(self, event: Event) -> None:
-        """Queue an event; the writer thread starts on first use in each process."""
+        """Queue an event; blocks while the queue is full (back-pressure). The writer thread
+        starts on first use in each process."""
         with self._lock:
             self._ensure_thread()
             self._pending += 1
-        self._queue.put(event)
+            events = self._queue
+        events.put(event)
 
     def _ensure_thread(self) -> None:
-        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+        if self._pid != os.getpid():  # a forked child: the parent's queue and thread aren't ours
             self._pid = os.getpid()
-            self._queue = queue.Queue()
+            self._queue = queue.Queue(self.queue_size)
             self._pending = 0
+            self._thread = None
+        if self._thread is None or not self._thread.is_alive():  # closed: what is queued stays
             self._thread = threading.Thread(
                 target=self._loop, name="orchestrator-history", daemon=True
             )
@@ -344,67 +434,107 @@ class HistoryWriter:
         return True
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write what is queued, then stop the thread (normal worker shutdown)."""
-        if self._thread is None or self._pid != os.getpid():
+        """Write what is queued, then stop the thread (normal worker shutdown).
+
+        Returns within ``timeout`` also when the queue is full and PostgreSQL is away (the thread
+        then goes on retrying)."""
+        thread = self._thread
+        if thread is None or self._pid != os.getpid():
             return
-        self._queue.put(
-            None
-        )  # ends the batch being collected; it is written, then the thread exits
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(queue.Full):
+            # after the queued events: it ends the batch being collected, which is written
+            self._queue.put(None, timeout=timeout)
+        thread.join(max(0.0, deadline - time.monotonic()))
         if self._pending:
-            log.error("history writer stopped with %d events unwritten", self._pending)
-        self._thread = None
+            log.error("history writer closed with %d events unwritten", self._pending)
+        if not thread.is_alive():
+            self._thread = None
 
     def _loop(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
                 return
-            batch = _Batch([first])
-            deadline = time.monotonic() + self.flush_interval
-            stop = self._fill(batch, deadline)
+            batch: list[Event] = [first]
+            stop = self._fill(batch, time.monotonic() + self.flush_interval)
             self._write(batch)
             if stop:
                 return
 
-    def _fill(self, batch: _Batch, deadline: float) -> bool:
-        while len(batch.events) < self.batch_size:
+    def _fill(self, batch: list[Event], deadline: float) -> bool:
+        while len(batch) < self.batch_size:
             try:
                 item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 return False
             if item is None:
                 return True
-            batch.events.append(item)
+            batch.append(item)
             if isinstance(item, RunFinal):
                 return False  # a run ended: write now, its waiter is listening
         return False
 
-    def _write(self, batch: _Batch) -> None:
+    def _write(self, batch: list[Event]) -> None:
+        """Write a batch, isolating what is refused; its events count as done whatever happens."""
+        try:
+            done, refused = isolate(batch, self._commit)
+            for event, exc in refused:
+                self._record_refused(event, exc)
+            self._announce([run for runs in done for run in runs])
+        except Exception:  # a bug of ours must not stop the history of the whole process
+            log.exception("history batch of %d events failed", len(batch))
+        finally:
+            with self._idle:
+                self._pending -= len(batch)
+                self._idle.notify_all()
+
+    def _commit(self, events: Sequence[Event]) -> list[tuple[str, str]]:
+        """Write ``events`` in one transaction, retrying while PostgreSQL cannot be reached;
+        raises what PostgreSQL or the encoder refuses. Returns the runs it finalized."""
         delay = 0.1
         while True:
             try:
                 with self.store.engine.begin() as conn:
-                    finalized = batch.write(conn)
-                break
-            except (OperationalError, DBAPIError) as exc:
+                    return _Batch(list(events)).write(conn)
+            except (DBAPIError, PoolTimeout) as exc:
                 if not _transient(exc):
-                    log.exception("history batch of %d events rejected", len(batch.events))
-                    finalized = []
-                    break
-                log.warning("history write failed (%s); retrying in %.1fs", exc.orig, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                    raise
+                log.warning("history write failed (%s); retrying in %.1fs", _reason(exc), delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _record_refused(self, event: Event, exc: Exception) -> None:
+        """Log an event that cannot be written and note it on its run, in its own transaction."""
+        what = f"{describe(event)}: {_reason(exc)}"
+        log.error("history event not written: %s", what, exc_info=exc)
+        if event.run_id is None:
+            return
+        try:
+            with self.store.engine.begin() as conn:
+                conn.execute(_HISTORY_ERROR, {"run_id": event.run_id, "detail": _TEXT(what)})
+        except Exception as failure:
+            log.error("history error of run %s not recorded: %s", event.run_id, _reason(failure))
+
+    def _announce(self, finalized: list[tuple[str, str]]) -> None:
         if finalized and self.on_finalized:
             try:
                 self.on_finalized(finalized)
             except Exception:
                 log.exception("run-finalized notification failed")
-        with self._idle:
-            self._pending -= len(batch.events)
-            self._idle.notify_all()
 
 
-def _transient(exc: DBAPIError) -> bool:
-    """Connection trouble (retry) as opposed to a statement PostgreSQL refuses (give up)."""
-    return bool(exc.connection_invalidated) or isinstance(exc, OperationalError)
+def _transient(exc: Exception) -> bool:
+    """Connection trouble or a busy pool (retry), as opposed to what PostgreSQL refuses."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and (
+        bool(exc.connection_invalidated) or isinstance(exc, OperationalError)
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    """An error on one line, without SQLAlchemy's statement and parameters."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    said = " ".join(line.strip() for line in str(cause).splitlines() if line.strip())
+    return f"{type(cause).__name__}: {said}"[:500]

@@ -1,4 +1,5 @@
-"""Flower with ``config/flowerconfig.py``: credentials required, a run's tasks found by run id.
+"""Flower with ``config/flowerconfig.py``, or the plain command without it from any directory:
+credentials required, loopback only, a run's tasks found by run id.
 
 A real worker and a real Flower process; the browser is Debian's chromium driven by Playwright
 (``scripts/install-ci-tools.sh`` installs it). The screenshot is left in ``artifacts/``.
@@ -42,8 +43,10 @@ SCREENSHOT = ROOT / "artifacts" / "flower-tasks.png"
 AUTH_VAR = "ORCHESTRATOR_FLOWER_BASIC_AUTH"
 
 
-def flower_command(port: int) -> list[str]:
-    args = "-m celery -A orchestrator.worker flower --conf=config/flowerconfig.py"
+def flower_command(port: int, conf: bool = True) -> list[str]:
+    """``celery -A orchestrator.worker flower``, with our config file or the plain command."""
+    args = "-m celery -A orchestrator.worker flower"
+    args += " --conf=config/flowerconfig.py" if conf else ""
     return [sys.executable, *args.split(), f"--port={port}"]
 
 
@@ -69,15 +72,15 @@ def get(url: str, credentials: str | None = None) -> tuple[int, str]:
 class Flower:
     """A ``celery flower`` subprocess on a free port with generated credentials."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, conf: bool = True, cwd: Path = ROOT) -> None:
         self.credentials = f"admin:{secrets.token_hex(16)}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
-                flower_command(self.port),
-                cwd=ROOT,
+                flower_command(self.port, conf),
+                cwd=cwd,
                 env={**env, AUTH_VAR: self.credentials},
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -95,6 +98,17 @@ class Flower:
                 return
             time.sleep(0.5)
         raise RuntimeError(f"Flower did not see the worker:\n{self.log.read_text()[-3000:]}")
+
+    def await_serving(self, timeout: float = 60.0) -> None:
+        """Wait until Flower answers HTTP."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                get(self.url + "/healthcheck")
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"Flower did not start:\n{self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -114,6 +128,21 @@ def flower(
     process = Flower(env, tmp_path_factory.mktemp("flower") / "flower.log")
     try:
         process.await_worker_events()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def plain_flower(servers: dict[str, str], tmp_path: Path) -> Iterator[Flower]:
+    """The plain ``celery -A orchestrator.worker flower``: no --conf, from another directory."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, **servers, "PYTHONPATH": str(ROOT)}
+    env = {k: v for k, v in env.items() if not k.startswith("FLOWER_")}
+    process = Flower(env, tmp_path / "flower.log", conf=False, cwd=elsewhere)
+    try:
+        process.await_serving()
         yield process
     finally:
         process.stop()
@@ -143,6 +172,22 @@ def test_flower_listens_on_loopback_only(flower: Flower) -> None:
     # Then nothing answers (a socket bound to every interface would accept 127.0.0.2)
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.2", flower.port), timeout=5).close()
+
+
+def test_the_plain_command_elsewhere_needs_credentials_and_listens_on_loopback_only(
+    plain_flower: Flower,
+) -> None:
+    # Given Flower started without --conf, where no flowerconfig.py is
+    wrong = "admin:" + secrets.token_hex(16)
+    for path in ("/", "/tasks", "/api/workers"):
+        # When a page or API is requested without or with wrong credentials / Then 401
+        assert get(plain_flower.url + path)[0] == 401, path
+        assert get(plain_flower.url + path, wrong)[0] == 401, path
+        # And with the right ones it is served
+        assert get(plain_flower.url + path, plain_flower.credentials)[0] == 200, path
+    # And nothing answers on another address than 127.0.0.1
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.2", plain_flower.port), timeout=5).close()
 
 
 def test_browser_finds_a_runs_tasks_by_run_id(flower: Flower, finished_run: Any) -> None:
@@ -183,18 +228,24 @@ def test_browser_finds_a_runs_tasks_by_run_id(flower: Flower, finished_run: Any)
     assert SCREENSHOT.stat().st_size > 0
 
 
+@pytest.mark.parametrize("conf", [True, False], ids=["conf", "plain-elsewhere"])
 @pytest.mark.parametrize("value", [None, "s3cret-without-user", "admin:"])
 def test_flower_refuses_to_start_without_credentials(
-    servers: dict[str, str], value: str | None
+    servers: dict[str, str], value: str | None, conf: bool, tmp_path: Path
 ) -> None:
     # Given no credentials, or a value that is not user:password
     env = {k: v for k, v in os.environ.items() if k != AUTH_VAR}
     env.update(servers, PYTHONPATH=str(ROOT))
     if value is not None:
         env[AUTH_VAR] = value
-    # When Flower is started with our config
+    # When Flower is started with our config, or plainly from a directory without one
     done = subprocess.run(
-        flower_command(free_port()), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        flower_command(free_port(), conf),
+        cwd=ROOT if conf else tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     # Then it exits with an error saying how to set them, without echoing what it was given
     assert done.returncode != 0

@@ -53,6 +53,22 @@ CASES: list[tuple[Callable[[], Workflow], dict[str, Any], type[Exception], list[
         UnknownTaskError,
         ["v-unknown-task", "'b'", "tasks.nope", "ORCHESTRATOR_TASK_MODULES"],
     ),
+    (
+        lambda: (
+            Workflow("v-celery-task")
+            .step("a", workload.noop)
+            .step("unlock", "celery.chord_unlock", after="a")
+        ),
+        {},
+        UnknownTaskError,
+        ["v-celery-task", "'unlock'", "celery.chord_unlock", "cannot be a workflow step"],
+    ),
+    (
+        lambda: Workflow("v-own-task").step("deadline", "orchestrator.run_deadline"),
+        {},
+        UnknownTaskError,
+        ["v-own-task", "'deadline'", "orchestrator.run_deadline", "ORCHESTRATOR_TASK_MODULES"],
+    ),
     (_duplicate, {}, DuplicateStepError, ["v-duplicate", "'a'", "defined twice"]),
     (_unknown_dep, {}, UnknownDependencyError, ["v-unknown-dep", "'b'", "'zz'"]),
     (_cycle, {}, CycleError, ["v-cycle", "a -> b -> c -> a"]),

@@ -155,3 +155,41 @@ def set_down(key: str, down: bool) -> None:
         _redis().set(f"test:down:{key}", 1)
     else:
         _redis().delete(f"test:down:{key}")
+
+
+# -- every run ends ---------------------------------------------------------------------------
+
+
+@task
+def slow_first(key: str, seconds: float = 5.0) -> int:
+    """Runs past any short hard time limit on attempt 1 (ignoring the soft one); quick after."""
+    _note(key, attempt=current_run.attempt)
+    if current_run.attempt == 1:
+        stubborn.run(seconds)
+    return current_run.attempt
+
+
+@task
+def typed(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Values Celery's JSON carries that the standard library's does not."""
+    import datetime
+    import decimal
+    import uuid as uuid_module
+
+    return {
+        "at": datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.UTC),
+        "amount": decimal.Decimal("12.50"),
+        "id": uuid_module.UUID("12345678-1234-5678-1234-567812345678"),
+    }
+
+
+@task
+def type_names(value: dict[str, Any]) -> dict[str, Any]:
+    """What a dependent received: the type of each value, and the values."""
+    return {"types": {k: type(v).__name__ for k, v in value.items()}, "value": value}
+
+
+@task
+def opaque(*args: Any, **kwargs: Any) -> Any:
+    """Returns a value no JSON encoder takes."""
+    return object()

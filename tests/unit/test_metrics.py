@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from orchestrator.metrics import (
+    RUN_BUCKETS,
     TASK_BUCKETS,
     HistoryCollector,
     breaker_family,
     histogram,
+    histogram_rows,
     run_families,
     task_families,
 )
 
 Sample = tuple[str, dict[str, str], float]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def samples(*families: object) -> list[Sample]:
@@ -45,10 +51,10 @@ def test_ended_runs_are_counted_and_unended_ones_are_active() -> None:
     assert samples(active) == [("orchestrator_active_runs", {}, 3.0)]
 
 
-def test_steps_that_never_ran_are_scheduled_but_not_completed() -> None:
-    # rows: status, scheduled, ran (attempts > 0), retries
-    rows = [("succeeded", 4, 4, 2), ("skipped", 3, 0, 0), ("running", 1, 1, 0)]
-    scheduled, completed, retries = task_families(rows)
+def test_steps_scheduled_completed_by_final_status_and_retries() -> None:
+    # steps that ran and ended, by status; one not ended is no completion, nor is a zero
+    ran = [("succeeded", 4.0), ("skipped", 0.0), ("running", 1.0)]
+    scheduled, completed, retries = task_families(8.0, ran, 2.0)
     assert samples(scheduled) == [("orchestrator_tasks_scheduled_total", {}, 8.0)]
     assert samples(completed) == [
         ("orchestrator_tasks_completed_total", {"status": "succeeded"}, 4.0)
@@ -65,6 +71,26 @@ def test_histogram_rows_become_cumulative_buckets() -> None:
     assert got[("t_seconds_count", None)] == 2 and got[("t_seconds_sum", None)] == 0.7
 
 
+def test_observations_stored_per_smallest_bucket_become_cumulative_rows() -> None:
+    # (label, smallest bucket bound the duration fits in, count, seconds); above the last bound
+    # is Infinity; a bound no longer among the buckets counts in the next one up
+    observations = [
+        ("etl", "0.5", 2, 0.6),
+        ("etl", "5", 1, 4.0),
+        ("etl", "Infinity", 1, 30000.0),
+        ("etl", "3", 1, 2.5),
+        ("other", "1", 3, 2.1),
+    ]
+    rows = histogram_rows(observations, RUN_BUCKETS)
+    assert rows[0] == ("etl", 2.0, 2.0, 4.0, *[4.0] * 9, 5.0, 30007.1)
+    assert rows[1] == ("other", 0.0, *[3.0] * 11, 3.0, 2.1)
+    family = histogram("h_seconds", "doc", "workflow", rows, RUN_BUCKETS)
+    got = {(n, s.get("workflow"), s.get("le")): v for n, s, v in samples(family)}
+    assert (
+        got[("h_seconds_bucket", "etl", "5")] == 4 and got[("h_seconds_bucket", "etl", "+Inf")] == 5
+    )
+
+
 def test_a_scrape_while_postgresql_is_down_says_so_and_still_reports_breakers() -> None:
     def down() -> Engine:
         raise OperationalError("SELECT 1", {}, Exception("connection refused"))
@@ -74,3 +100,13 @@ def test_a_scrape_while_postgresql_is_down_says_so_and_still_reports_breakers() 
         ("orchestrator_history_up", {}, 0.0),
         ("orchestrator_circuit_breaker_state", {"breaker": "db"}, 2.0),
     ]
+
+
+def test_the_trigger_functions_bucket_durations_as_the_histograms_do() -> None:
+    # migration 0003 writes its bucket bounds into SQL; a change to them needs a new migration
+    path = next((ROOT / "orchestrator/tracking/migrations/versions").glob("0003_*.py"))
+    spec = importlib.util.spec_from_file_location("migration_0003", path)
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    assert (migration.RUN_BUCKETS, migration.TASK_BUCKETS) == (RUN_BUCKETS, TASK_BUCKETS)

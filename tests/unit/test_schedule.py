@@ -8,11 +8,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+import redis
 from celery import Celery
 
-from orchestrator import registry
+from orchestrator import periodic, registry
 from orchestrator.cli import main
-from orchestrator.errors import ScheduleError
+from orchestrator.errors import ScheduleError, ServiceUnavailable
 from orchestrator.periodic import install
 from orchestrator.schedule import (
     CLEANUP_ENTRY,
@@ -225,8 +226,60 @@ def test_install_registers_beats_tasks_and_one_entry_per_scheduled_workflow() ->
     app.conf.beat_schedule = {"mine": {"task": "t.mine", "schedule": 10}}
     install(app)
     assert {FIRE_TASK, CLEANUP_TASK} <= set(app.tasks)
-    assert app.tasks[FIRE_TASK].autoretry_for == TRANSIENT_ERRORS
+    assert set(TRANSIENT_ERRORS) < set(app.tasks[FIRE_TASK].autoretry_for)
     entries = app.conf.beat_schedule
     assert "mine" in entries and CLEANUP_ENTRY in entries  # a user's own entries are kept
     assert entries[f"{ENTRY_PREFIX}unit_every_5"]["schedule"] == FireSchedule(every=5)
     assert entries[f"{ENTRY_PREFIX}unit_every_5"]["kwargs"]["inputs"] == {"n": 1}
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ServiceUnavailable("PostgreSQL", "postgresql://db", "connection refused", "start it"),
+        redis.ConnectionError("Connection refused"),
+    ],
+)
+def test_a_fire_retries_while_a_server_is_away_past_celerys_retry_cap(
+    monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    # Given beat's fire task, and a submit that fails 12 times as PostgreSQL or Redis is away
+    # (more than Celery's default cap of 3 retries, and the 10 the task once allowed)
+    app = Celery("unit", set_as_current=False)
+    install(app)
+    fire_task = app.tasks[FIRE_TASK]
+    keys: list[str] = []
+
+    def start(target: Any, inputs: Any, key: str) -> str:
+        keys.append(key)
+        if len(keys) <= 12:
+            raise error
+        return "run-1"
+
+    monkeypatch.setattr(periodic, "_start", start)
+    # When beat's message for one fire time is executed (eagerly: retries run at once)
+    fire_time = "2026-03-01T10:00:00+00:00"
+    kwargs = {"workflow": "wf", "fire_time": fire_time, "overlap": "allow"}
+    result = fire_task.apply(kwargs=kwargs)
+    # Then it was retried until the run started, every time with the one key of that fire time
+    assert result.get() == {"workflow": "wf", "fire_time": fire_time, "run_id": "run-1"}
+    assert len(keys) == 13 and set(keys) == {idempotency_key("wf", fire_time)}
+    assert fire_task.max_retries is None and fire_task.retry_backoff
+
+
+def test_a_fire_does_not_retry_an_error_that_is_not_transient(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a submit that fails with a validation error / When fired / Then it fails at once
+    app = Celery("unit", set_as_current=False)
+    install(app)
+    calls: list[str] = []
+
+    def start(target: Any, inputs: Any, key: str) -> str:
+        calls.append(key)
+        raise ScheduleError("wf", "bad")
+
+    monkeypatch.setattr(periodic, "_start", start)
+    kwargs = {"workflow": "wf", "fire_time": "2026-03-01T10:00:00+00:00", "overlap": "allow"}
+    result = app.tasks[FIRE_TASK].apply(kwargs=kwargs)
+    assert result.failed() and "workflow 'wf': bad" in str(result.result) and len(calls) == 1

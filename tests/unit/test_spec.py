@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import inspect
+import json
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import yaml
 
 from orchestrator import registry
 from orchestrator.api import Step, Workflow
@@ -179,6 +183,60 @@ def test_an_unregistered_task_names_the_step_and_the_task(catalog: FakeCatalog) 
         check_tasks(spec, catalog)
     assert "workflow 'etl', step 'load'" in str(info.value)
     assert "'t.missing' is not registered" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "celery.chord_unlock",
+        "celery.backend_cleanup",
+        "orchestrator.run_deadline",
+        "orchestrator.fire_schedule",
+    ],
+)
+def test_celery_and_framework_tasks_are_not_steps_even_when_registered(name: str) -> None:
+    # Given a step naming one of Celery's or the framework's own (registered) tasks
+    catalog = FakeCatalog(**{name: lambda *args, **kwargs: None})
+    spec = Workflow("internal").step("x", name).spec
+    # When its tasks are checked / Then UnknownTaskError names workflow, step, task and the fix
+    with pytest.raises(UnknownTaskError) as info:
+        check_tasks(spec, catalog)
+    message = str(info.value)
+    assert "workflow 'internal', step 'x'" in message and repr(name) in message
+    assert "cannot be a workflow step" in message and "@task" in message
+
+
+def test_a_task_of_a_module_merely_named_like_celery_is_a_step(catalog: FakeCatalog) -> None:
+    # Given user tasks whose module names only start with "celery" / "orchestrator"
+    catalog.functions.update({"celery_jobs.a": no_args, "orchestrator_etl.b": clean})
+    spec = Workflow("mine").step("a", "celery_jobs.a").step("b", "orchestrator_etl.b", after="a")
+    # When checked / Then they are accepted
+    check_tasks(spec.spec, catalog)
+
+
+@pytest.mark.parametrize("source", ["python", "yaml"])
+def test_a_step_retry_overrides_only_the_fields_it_names(source: str) -> None:
+    from orchestrator.backoff import RetryPolicy
+    from orchestrator.execution import effective_policy
+
+    # Given a task whose @retry retries ConnectionError only, 0.5 s apart, without jitter
+    own = RetryPolicy(max_attempts=2, base_delay=0.5, jitter=False, on=(ConnectionError,))
+    task: Any = SimpleNamespace(retry_policy=own)
+    # And a step that raises only max_attempts, in Python or in YAML
+    if source == "python":
+        spec = Workflow("r").step("load", "t.load", retry={"max_attempts": 5}).spec
+    else:
+        doc = "name: r\nsteps: [{id: load, task: t.load, retry: {max_attempts: 5}}]"
+        spec = parse_spec(yaml.safe_load(doc))
+    # When the spec makes its JSON round trip through PostgreSQL to a worker
+    stored = WorkflowSpec.model_validate(json.loads(json.dumps(spec.model_dump(mode="json"))))
+    step = stored.step("load")
+    # Then the step's policy is the task's with max_attempts replaced, nothing else reset
+    assert effective_policy(task, step) == replace(own, max_attempts=5)
+    assert step.retry is not None and step.retry.overrides() == {"max_attempts": 5}
+    # And without a task policy the unnamed fields are RetryPolicy's defaults
+    bare: Any = SimpleNamespace(retry_policy=None)
+    assert effective_policy(bare, step) == RetryPolicy(max_attempts=5)
 
 
 def test_a_child_that_cannot_take_its_parents_result_is_rejected(catalog: FakeCatalog) -> None:

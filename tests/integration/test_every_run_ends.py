@@ -1,0 +1,249 @@
+"""Every run ends, with the default settings: attempts past Celery's retry cap, hard time limits
+with retries, results Celery's JSON carries, and the reconciler's repairs."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from orchestrator import Workflow, WorkflowFailed, run_workflow
+from orchestrator.canvas import CanvasBuilder
+from orchestrator.recovery import recover_run
+from orchestrator.runtime import Runtime, runtime
+from orchestrator.stores.runs import key as run_key
+from orchestrator.tracking.writer import StepEvent
+from tests.integration import workload
+from tests.integration.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+
+def _key() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def _attempts(key: str) -> list[int]:
+    return [c["attempt"] for c in workload.calls(key)]
+
+
+# -- attempts are the framework's own ---------------------------------------------------------
+
+
+def test_five_attempts_pass_celerys_retry_cap(worker: Any) -> None:
+    # Given a step that fails four times, under a policy of five attempts
+    key = _key()
+    wf = Workflow("five-attempts").step(
+        "s",
+        workload.flaky,
+        kwargs={"key": key, "succeed_on": 5},
+        retry={"max_attempts": 5, "base_delay": 0.05, "jitter": False},
+    )
+    # When it runs, Then the fifth attempt succeeds (Celery's max_retries=3 does not apply)
+    run = wf.run()
+    assert run.wait(timeout=60) == 5
+    assert _attempts(key) == [1, 2, 3, 4, 5]
+    assert run.steps()[0].attempts == 5
+
+
+def test_fifth_failure_fails_the_run_with_a_dead_letter(worker: Any) -> None:
+    key = _key()
+    wf = Workflow("five-failures").step(
+        "s",
+        workload.flaky,
+        kwargs={"key": key, "succeed_on": 99},
+        retry={"max_attempts": 5, "base_delay": 0.05, "jitter": False},
+    )
+    run = wf.run()
+    with pytest.raises(WorkflowFailed, match="attempt 5 failed"):
+        run.wait(timeout=60)
+    assert _attempts(key) == [1, 2, 3, 4, 5]
+    step = run.steps()[0]
+    assert (step.status, step.attempts) == ("failed", 5)
+    letters = [d for d in runtime().store.dead_letters() if str(d.run_id) == run.id]
+    assert [d.reason for d in letters] == ["exhausted"]
+
+
+# -- hard time limits with retries ------------------------------------------------------------
+
+
+def test_hard_timeout_with_a_retry_policy_runs_the_next_attempt(worker: Any) -> None:
+    # Given a step that overruns its hard time limit on attempt 1 only, beside a sibling in a join
+    key = _key()
+    wf = Workflow("hard-retry")
+    wf.step(
+        "slow",
+        workload.slow_first,
+        kwargs={"key": key},
+        timeout=1.0,
+        soft_timeout=0.5,
+        retry={"max_attempts": 2, "base_delay": 0.1, "jitter": False},
+    )
+    wf.step("quick", workload.noop)
+    wf.step("join", workload.noop, after=["slow", "quick"])
+    # When it runs
+    run = wf.run()
+    # Then the pool process is killed at the limit, attempt 2 runs, and the join still happens
+    assert run.wait(timeout=60) is None
+    assert _attempts(key) == [1, 2]
+    steps = {s.step_id: s for s in run.steps()}
+    assert steps["slow"].attempts == 2 and steps["join"].status == "succeeded"
+    assert "hard time limit" in (steps["slow"].attempt_log[0].error or "")
+
+
+# -- results Celery's JSON carries ------------------------------------------------------------
+
+
+def test_datetime_decimal_uuid_results_reach_dependents_and_the_caller(worker: Any) -> None:
+    wf = Workflow("typed-results")
+    wf.step("t", workload.typed)
+    wf.step("n", workload.type_names, after="t")
+    run = wf.run()
+    out = run.wait(timeout=30)
+    assert out["types"] == {"at": "datetime", "amount": "Decimal", "id": "UUID"}
+    assert out["value"]["at"] == datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.UTC)
+    assert out["value"]["amount"] == decimal.Decimal("12.50")
+    assert {s.step_id: s.status for s in run.steps()} == {"t": "succeeded", "n": "succeeded"}
+
+
+def test_unencodable_result_fails_its_step_and_the_worker_goes_on(worker: Any) -> None:
+    run = Workflow("opaque-result").step("o", workload.opaque).run()
+    with pytest.raises(WorkflowFailed) as failed:
+        run.wait(timeout=30)
+    message = str(failed.value)
+    assert "'o'" in message and "object" in message and "JSON" in message
+    # Then later runs on the same worker processes still complete (their history is written)
+    later = [Workflow("after-opaque").step("a", workload.add).run(inputs={"x": 0, "y": 1})]
+    later += [Workflow("after-opaque").step("a", workload.add).run(inputs={"x": 5, "y": 5})]
+    assert [r.wait(timeout=30) for r in later] == [1, 10]
+
+
+# -- per-run Redis state ------------------------------------------------------------------------
+
+
+def test_a_finished_run_frees_its_redis_state_and_keeps_its_flag(worker: Any) -> None:
+    run = Workflow("frees-state").step("a", workload.add).run(inputs={"x": 1, "y": 2})
+    assert run.wait(timeout=30) == 3
+    client = runtime().state.client
+    eventually(lambda: client.get(run_key(run.id, "ctl")) == b"succeeded", what="the end flag")
+    assert not client.exists(run_key(run.id, "res"), run_key(run.id, "deliveries"))
+    assert 0 < client.ttl(run_key(run.id, "ctl")) <= runtime().state.ended_ttl
+
+
+def test_a_missing_parent_result_is_an_error_not_none(servers: dict[str, str]) -> None:
+    state = runtime().state
+    run_id = str(uuid.uuid4())
+    state.init_run(run_id, {}, {"a": 1})
+    claim = state.claim(run_id, "c", 1, "me", 1000, ["a", "b"])
+    assert (claim.outcome, claim.flag) == ("missing", "b")
+    # and nothing was taken: no lease, no delivery counted
+    assert not state.lease_alive(run_id, "c", 1)
+
+
+def test_lease_renewal_recreates_a_lease_redis_lost(servers: dict[str, str]) -> None:
+    state = runtime().state
+    run_id = str(uuid.uuid4())
+    mine, theirs = run_key(run_id, "lease:a:1"), run_key(run_id, "lease:b:1")
+    state.client.set(theirs, "other", px=5000)
+    assert state.renew({mine: "me", theirs: "me"}, 5000) == 1
+    assert state.client.get(mine) == b"me" and state.client.get(theirs) == b"other"
+
+
+# -- recovery ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def parked_run(servers: dict[str, str]) -> Iterator[Callable[[], str]]:
+    """Factory: a published run of one step on a queue no worker consumes."""
+
+    def make() -> str:
+        return Workflow("parked").step("a", workload.noop, queue="nowhere").run().id
+
+    yield make
+
+
+def test_recovery_ends_a_run_whose_failure_never_reached_history(
+    parked_run: Callable[[], str],
+) -> None:
+    # Given a run that Redis says failed at step a, while history still shows it unfinished
+    rt = runtime()
+    run_id = parked_run()
+    rt.state.fail(run_id, "a", "ValueError: boom")
+    # When the reconciler looks at it
+    assert recover_run(run_id, "test", rt) is None
+    # Then the run is failed at a, not recovered over and over
+    record = rt.store.get_run(run_id)
+    assert record is not None and (record.status, record.error_step) == ("failed", "a")
+    assert [s.status for s in rt.store.get_steps(run_id)] == ["failed"]
+
+
+def test_a_broker_error_during_recovery_does_not_fail_the_run(
+    parked_run: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = runtime()
+    run_id = parked_run()
+
+    def refused(self: CanvasBuilder, segment: Any) -> None:
+        raise ConnectionRefusedError("broker restarting")
+
+    monkeypatch.setattr(CanvasBuilder, "publish", refused)
+    with pytest.raises(ConnectionRefusedError):
+        recover_run(run_id, "test", rt)
+    record = rt.store.get_run(run_id)
+    assert record is not None and record.status == "pending"
+
+
+def test_recovery_waits_for_a_step_still_running_elsewhere(parked_run: Callable[[], str]) -> None:
+    rt: Runtime = runtime()
+    run_id = parked_run()
+    rt.writer.submit(StepEvent(run_id, "a", 1, "running", datetime.datetime.now(datetime.UTC)))
+    rt.writer.flush()
+    rt.state.client.set(run_key(run_id, "lease:a:1"), "elsewhere", px=10_000)
+    assert recover_run(run_id, "test", rt) is None
+    rt.state.client.delete(run_key(run_id, "lease:a:1"))
+    assert recover_run(run_id, "test", rt) == 1
+
+
+def test_a_retry_lost_after_the_delay_pump_took_it_is_published_again(
+    start_worker: Callable[..., Any],
+) -> None:
+    # Given a worker whose retry delays over 1 s wait in Redis's sorted set
+    start_worker(
+        "late",
+        args=["-c", "1", "-Q", "late"],
+        env={
+            "ORCHESTRATOR_VISIBILITY_TIMEOUT": "2",
+            "ORCHESTRATOR_LEASE_SECONDS": "1",
+            "ORCHESTRATOR_RECONCILE_INTERVAL": "0.5",
+        },
+    )
+    key = _key()
+    wf = Workflow("lost-retry").step(
+        "s",
+        workload.flaky,
+        kwargs={"key": key, "succeed_on": 2},
+        queue="late",
+        retry={"max_attempts": 2, "base_delay": 2.0, "jitter": False},
+    )
+    run = wf.run()
+    client = runtime().state.client
+    # When the delayed attempt is taken from the set and never published (its process died)
+    taken = eventually(lambda: client.zrange("orch:delayed", 0, -1), 10, "the delayed attempt")
+    assert client.zrem("orch:delayed", *taken) == len(taken)
+    # Then the reconciler publishes it again once overdue (by a lease period of the leading
+    # worker: 30 s for the shared worker's defaults), and the run ends
+    assert run.wait(timeout=75) == 2
+    assert _attempts(key) == [1, 2]
+    assert any(kind == "republished" for _, kind, _ in run.events())
+
+
+def test_run_workflow_of_a_typed_input_round_trips(worker: Any) -> None:
+    run = run_workflow(Workflow("typed-input").step("a", workload.add), {"x": 2, "y": 3})
+    started = time.monotonic()
+    assert run.wait(timeout=30) == 5
+    assert time.monotonic() - started < 30

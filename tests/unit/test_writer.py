@@ -1,0 +1,141 @@
+"""The history writer's pure parts: merging events, isolating a refused one, encoding."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from orchestrator import codec
+from orchestrator.tracking.writer import (
+    DeadLetterEvent,
+    RunFinal,
+    SkipSteps,
+    StepEvent,
+    _dead_params,
+    _reason,
+    _step_params,
+    _transient,
+    describe,
+    isolate,
+    merge_steps,
+)
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def test_merge_keeps_the_latest_status_and_when_it_started() -> None:
+    # Given a step's start and end, and another attempt of it, in one batch
+    events = [
+        StepEvent("r", "a", 1, "running", T0, worker="w1", starts_run=True),
+        StepEvent("r", "a", 1, "succeeded", T0 + timedelta(seconds=2), result=1),
+        StepEvent("r", "a", 2, "running", T0 + timedelta(seconds=3)),
+    ]
+    # When they are merged
+    merged = merge_steps(events)
+    # Then one event per attempt says how the attempt ended, when it started and where
+    assert [(e.attempt, e.status) for e in merged] == [(1, "succeeded"), (2, "running")]
+    assert merged[0].started_at == T0
+    assert merged[0].worker == "w1"
+    assert merged[0].starts_run
+
+
+def test_isolate_writes_everything_but_the_refused_items_in_order() -> None:
+    # Given a batch in which two items are refused
+    calls: list[list[int]] = []
+
+    def apply(items: Sequence[int]) -> list[int]:
+        calls.append(list(items))
+        if 13 in items or 40 in items:
+            raise ValueError("refused")
+        return list(items)
+
+    # When it is applied with isolation
+    done, refused = isolate(list(range(64)), apply)
+    # Then every other item was applied once, in order, and each refused one stands alone
+    assert [x for chunk in done for x in chunk] == [x for x in range(64) if x not in (13, 40)]
+    assert [(item, str(exc)) for item, exc in refused] == [(13, "refused"), (40, "refused")]
+    # in a few calls, not one per item
+    assert len(calls) <= 4 * 6 + 1
+
+
+def test_isolate_of_a_good_batch_is_one_call() -> None:
+    done, refused = isolate([1, 2, 3], lambda items: sum(items))
+    assert done == [6]
+    assert refused == []
+
+
+def test_isolate_of_an_empty_or_single_refused_batch() -> None:
+    def refuse(items: Sequence[int]) -> None:
+        raise RuntimeError("no")
+
+    assert isolate([], lambda items: len(items)) == ([0], [])
+    done, refused = isolate([7], refuse)
+    assert done == []
+    assert [(item, type(exc)) for item, exc in refused] == [(7, RuntimeError)]
+
+
+def test_step_values_are_encoded_with_celerys_json_and_without_nul() -> None:
+    # Given a step that returned typed values and failed with a NUL in its error
+    at = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+    event = StepEvent(
+        "r",
+        "a",
+        1,
+        "failed",
+        T0,
+        worker="w\x00",
+        result={"at": at, "n": Decimal("1.10"), "s": "\u0000"},
+        error="bad\x00byte",
+        traceback="tb\x00",
+    )
+    # When its parameters are built
+    params = _step_params(event)
+    # Then the result is Celery's JSON (typed values come back), NULs replaced everywhere
+    assert codec.decode(params["result"]) == {"at": at, "n": Decimal("1.10"), "s": "\ufffd"}
+    assert (params["error"], params["traceback"], params["worker"]) == (
+        "bad\ufffdbyte",
+        "tb\ufffd",
+        "w\ufffd",
+    )
+
+
+def test_a_step_result_celery_cannot_encode_is_an_error() -> None:
+    with pytest.raises(codec.UnencodableValue):
+        _step_params(StepEvent("r", "a", 1, "succeeded", T0, result=object()))
+
+
+def test_a_dead_letter_is_kept_whatever_its_arguments() -> None:
+    # Given a dead letter whose arguments Celery's JSON cannot all encode
+    thing = object()
+    event = DeadLetterEvent(
+        "t", "exhausted", T0, args=[T0, thing], kwargs={"k": {thing}}, error="e\x00"
+    )
+    # When its parameters are built
+    params = _dead_params(event)
+    # Then what can be encoded is, the rest is kept as its repr
+    assert codec.decode(params["args"]) == [T0, repr(thing)]
+    assert json.loads(params["kwargs"]) == {"k": repr({thing})}
+    assert params["error"] == "e\ufffd"
+
+
+def test_connection_trouble_is_retried_and_refusals_are_not() -> None:
+    lost = OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+    refused = DataError("INSERT", {}, Exception("invalid input syntax for type json"))
+    assert _transient(lost)
+    assert _transient(PoolTimeout("QueuePool limit reached"))
+    assert not _transient(refused)
+    assert not _transient(codec.UnencodableValue("Object of type object"))
+    assert _reason(refused) == "Exception: invalid input syntax for type json"
+
+
+def test_describe_names_the_run_step_and_attempt() -> None:
+    assert describe(StepEvent("r", "a", 2, "succeeded", T0)) == "run r step a attempt 2 (succeeded)"
+    assert describe(SkipSteps("r", ("b", "c"), "skipped", T0)) == "run r steps b, c (skipped)"
+    assert describe(RunFinal("r", "failed", T0)) == "run r end (failed)"
+    assert describe(DeadLetterEvent("t", "x", T0, "r", "a")) == "dead letter of t (run r, step a)"
