@@ -38,6 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.canvas import CanvasBuilder
 from orchestrator.errors import ServiceUnavailable
+from orchestrator.metrics import fold_deltas
 from orchestrator.planner import build_plan
 from orchestrator.runtime import PlanKey, Runtime, runtime
 from orchestrator.spec import WorkflowSpec
@@ -164,6 +165,8 @@ class Reconciler:
                     self.pass_once()
             except (redis.RedisError, SQLAlchemyError, ServiceUnavailable, OSError) as exc:
                 log.warning("reconciler pass skipped: %s", exc)
+            except Exception:  # never let the thread die: the next pass tries again
+                log.exception("reconciler pass failed")
 
     def _leader(self, interval: float) -> bool:
         client = self.rt.state.client
@@ -177,6 +180,7 @@ class Reconciler:
 
     def pass_once(self) -> dict[str, int]:
         """One reconciliation pass; how many runs each check acted on."""
+        fold_deltas(self.rt.store.engine)  # keeps the metrics' delta table short
         return {
             "finished": self._finish_settled(),
             "published": self._publish_unpublished(),

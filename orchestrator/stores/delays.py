@@ -73,6 +73,8 @@ class DelayPump:
                 self.pump_once()
             except redis.RedisError as exc:
                 log.warning("delayed messages not pumped: %s", exc)
+            except Exception as exc:  # the broker is away: kept for the next pass
+                log.warning("delayed messages not published: %s", exc)
 
     def pump_once(self) -> int:
         due = self.delays.take_due(time.time())
