@@ -234,17 +234,24 @@ class RunHandle:
 
     def pause(self) -> bool:
         """Steps not yet started wait (running ones finish); False if the run had ended."""
-        if not self._rt.store.transition(self.id, ("pending", "running"), RunStatus.PAUSED):
+        state = self._rt.state
+        if not self._rt.store.transition(
+            self.id, ("pending", "running"), RunStatus.PAUSED, lambda: state.pause(self.id)
+        ):
             self._refuse("paused", (RunStatus.PENDING, RunStatus.RUNNING))
-        self._rt.state.set_flag(self.id, "paused")
         self._rt.store.add_event(self.id, "paused")
         return True
 
     def resume(self) -> bool:
         """Publish the steps that waited while the run was paused."""
-        if not self._rt.store.transition(self.id, ("paused",), RunStatus.RUNNING):
+        parked: list[dict[str, Any]] = []
+        if not self._rt.store.transition(
+            self.id,
+            ("paused",),
+            RunStatus.RUNNING,
+            lambda: parked.extend(self._rt.state.resume(self.id)),
+        ):
             self._refuse("resumed", (RunStatus.PAUSED,))
-        parked = self._rt.state.resume(self.id)
         for message in parked:
             self._rt.app.signature(message).apply_async()
         self._rt.store.add_event(self.id, "resumed", f"{len(parked)} waiting steps published")
@@ -262,7 +269,11 @@ class RunHandle:
 
     def retry(self) -> RunHandle:
         """A new run of this failed or cancelled run: succeeded steps keep their outputs, only
-        failed and never-run steps execute (``parent_run_id`` is this run)."""
+        failed and never-run steps execute (``parent_run_id`` is this run).
+
+        Refused while a step of this run still runs (its effects would happen twice). Retrying
+        the same run again returns the run the first retry started.
+        """
         record = self.record()
         if record.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
             raise InvalidTransition(
@@ -271,19 +282,35 @@ class RunHandle:
         data = self._rt.store.load_spec(record.workflow_version)
         if data is None:
             raise RunNotFound(self.id)
-        spec = WorkflowSpec.model_validate(data)
-        done = {s.step_id: s.result for s in self.steps() if s.status == StepStatus.SUCCEEDED}
+        steps = self.steps()
+        self._refuse_while_running(steps)
+        done = {s.step_id: s.result for s in steps if s.status == StepStatus.SUCCEEDED}
         return submit(
-            spec,
+            WorkflowSpec.model_validate(data),
             Submission(
                 inputs=record.inputs,
                 trigger=Trigger.RETRY,
+                idempotency_key=f"retry-of:{self.id}",
                 correlation_id=record.correlation_id,
                 tenant_id=record.tenant_id,
                 parent_run_id=self.id,
                 done=done,
             ),
         )
+
+    def _refuse_while_running(self, steps: list[StepRun]) -> None:
+        state = self._rt.state
+        running = [
+            s.step_id
+            for s in steps
+            if s.status == StepStatus.RUNNING
+            and state.lease_alive(self.id, s.step_id, max(1, s.attempts))
+        ]
+        if running:
+            raise InvalidTransition(
+                f"run {self.id} still has steps running ({', '.join(running)}); retry it once "
+                "they end, or their effects would happen twice"
+            )
 
     def step_status(self) -> dict[str, StepStatus]:
         return {s.step_id: StepStatus(s.status) for s in self.steps()}

@@ -130,12 +130,22 @@ def cmd_dlq_show(args: argparse.Namespace) -> int:
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
     letter = _letter(args.id)
     rt = runtime()
+    if not rt.store.mark_replayed(letter.id):
+        raise OrchestratorError(
+            f"dead letter {letter.id} was already replayed (`orchestrator dlq list --all`)"
+        )
+    try:
+        print(_replay(rt, letter))
+    except BaseException:
+        rt.store.mark_replayed(letter.id, replayed=False)  # it can be replayed again
+        raise
+    return 0
+
+
+def _replay(rt: Any, letter: Any) -> str:
     if letter.run_id is not None:
         new = get_run(str(letter.run_id)).retry()
-        print(f"dead letter {letter.id}: run {letter.run_id} retried as run {new.id}")
-    else:
-        rt.load_modules()
-        sent = rt.app.send_task(letter.task, args=letter.args or [], kwargs=letter.kwargs or {})
-        print(f"dead letter {letter.id}: task {letter.task} sent again as {sent.id}")
-    rt.store.mark_replayed(letter.id)
-    return 0
+        return f"dead letter {letter.id}: run {letter.run_id} retried as run {new.id}"
+    rt.load_modules()
+    sent = rt.app.send_task(letter.task, args=letter.args or [], kwargs=letter.kwargs or {})
+    return f"dead letter {letter.id}: task {letter.task} sent again as {sent.id}"

@@ -331,6 +331,10 @@ class RunState:
         else:
             self.client.set(ctl, flag, ex=self.ttl)
 
+    def pause(self, run_id: str) -> None:
+        """Set the pause flag, unless the run failed or was cancelled meanwhile."""
+        self.client.set(key(run_id, "ctl"), "paused", ex=self.ttl, nx=True)
+
     def park(self, run_id: str, signature: dict[str, Any]) -> bool:
         """Keep a step's message while its run is paused; False if the run is no longer paused."""
         return bool(

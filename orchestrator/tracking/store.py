@@ -332,8 +332,19 @@ class HistoryStore:
             )
         return True
 
-    def transition(self, run_id: str, source: tuple[str, ...], target: str) -> bool:
-        """Move a run from one of ``source`` to ``target``; False if it was in no such status."""
+    def transition(
+        self,
+        run_id: str,
+        source: tuple[str, ...],
+        target: str,
+        effect: Callable[[], None] | None = None,
+    ) -> bool:
+        """Move a run from one of ``source`` to ``target``; False if it was in no such status.
+
+        ``effect`` (the same change in Redis) runs while the run's row is locked, before the
+        commit: control actions on one run (pause, resume) are applied in one order everywhere,
+        and an effect that fails leaves the status as it was.
+        """
         with self.engine.begin() as conn:
             changed = conn.execute(
                 update(WorkflowRun)
@@ -341,6 +352,8 @@ class HistoryStore:
                 .values(status=target)
                 .returning(WorkflowRun.id)
             ).first()
+            if changed is not None and effect is not None:
+                effect()
         return changed is not None
 
     def mark_published(self, run_id: str) -> None:
@@ -441,13 +454,22 @@ class HistoryStore:
                 session.expunge(row)
             return row
 
-    def mark_replayed(self, letter_id: int) -> None:
+    def mark_replayed(self, letter_id: int, replayed: bool = True) -> bool:
+        """Mark a dead letter replayed (or not, after a replay that failed); False if it
+        already was (so one letter is replayed once, however many replay it at once)."""
         with self.engine.begin() as conn:
-            conn.execute(
+            changed = conn.execute(
                 update(DeadLetter)
-                .where(DeadLetter.id == letter_id)
-                .values(replayed_at=text("now()"))
-            )
+                .where(
+                    DeadLetter.id == letter_id,
+                    DeadLetter.replayed_at.is_(None)
+                    if replayed
+                    else DeadLetter.replayed_at.is_not(None),
+                )
+                .values(replayed_at=text("now()") if replayed else None)
+                .returning(DeadLetter.id)
+            ).first()
+        return changed is not None
 
     def unfinished_task_ids(self, run_id: str) -> list[str]:
         key = uuid.UUID(str(run_id))

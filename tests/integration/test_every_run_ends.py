@@ -3,6 +3,7 @@ with retries, results Celery's JSON carries, and the reconciler's repairs."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import decimal
 import time
@@ -247,3 +248,71 @@ def test_run_workflow_of_a_typed_input_round_trips(worker: Any) -> None:
     started = time.monotonic()
     assert run.wait(timeout=30) == 5
     assert time.monotonic() - started < 30
+
+
+# -- control: one order, one retry ------------------------------------------------------------
+
+
+def test_racing_pause_and_resume_leave_history_and_redis_agreeing(
+    parked_run: Callable[[], str],
+) -> None:
+    import threading
+
+    from orchestrator import get_run
+    from orchestrator.errors import InvalidTransition
+
+    rt = runtime()
+    run = get_run(parked_run())
+    for _ in range(30):
+        barrier = threading.Barrier(2)
+
+        def act(action: Callable[[], bool], barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            with contextlib.suppress(InvalidTransition):
+                action()
+
+        threads = [threading.Thread(target=act, args=(a,)) for a in (run.pause, run.resume)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        flag = rt.state.client.get(run_key(run.id, "ctl"))
+        assert (run.status() == "paused") == (flag == b"paused"), (run.status(), flag)
+
+
+def test_retry_waits_for_running_steps_and_happens_once(worker: Any) -> None:
+    from orchestrator.errors import InvalidTransition
+
+    # Given a run that failed while a parallel branch still runs
+    wf = Workflow("retry-while-running")
+    wf.step("slow", workload.sleepy, kwargs={"seconds": 5})
+    wf.step("bad", workload.boom, kwargs={"seconds": 1})
+    run = wf.run()
+    with pytest.raises(WorkflowFailed):
+        run.wait(timeout=30)
+    assert {s.step_id: s.status for s in run.steps()}["slow"] == "running"
+    # When it is retried at once, Then it is refused: the branch's effect would happen twice
+    with pytest.raises(InvalidTransition, match="still has steps running"):
+        run.retry()
+    # Once the branch ended, a retry runs only what did not succeed, and a second retry (or a
+    # second replay of its dead letter) gives the same run
+    eventually(lambda: {s.step_id: s.status for s in run.steps()}["slow"] == "succeeded", 15)
+    first, second = run.retry(), run.retry()
+    assert first.id == second.id
+    steps = {s.step_id: s.status for s in first.steps()}
+    assert steps["slow"] == "succeeded"
+
+
+def test_a_dead_letter_is_replayed_once(worker: Any) -> None:
+    from orchestrator.cli import main
+
+    run = Workflow("replay-once").step("bad", workload.boom).run()
+    with pytest.raises(WorkflowFailed):
+        run.wait(timeout=30)
+    letter = eventually(
+        lambda: [d for d in runtime().store.dead_letters() if str(d.run_id) == run.id]
+    )[0]
+    assert main(["dlq", "replay", str(letter.id)]) == 0
+    assert main(["dlq", "replay", str(letter.id)]) == 1  # "already replayed", on stderr
+    retries = [r for r in runtime().store.list_runs("replay-once") if r.parent_run_id == run.id]
+    assert len(retries) == 1
