@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from kombu.exceptions import ChannelError
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.canvas import CanvasBuilder
@@ -253,7 +254,12 @@ class Reconciler:
     def _recover_stalled(self) -> int:
         settings = self.rt.settings
         lost = self._lapsed()
-        stalled = set(self.rt.store.stalled_runs(settings.stall_timeout)) - lost
+        sizes: dict[str, int] = {}
+        stalled = {
+            run_id
+            for run_id in set(self.rt.store.stalled_runs(settings.stall_timeout)) - lost
+            if not self._queued(run_id, sizes)
+        }
         count = 0
         for run_id in sorted(lost):
             count += recover_run(run_id, "a step's worker died (lease lapsed)", self.rt) is not None
@@ -262,6 +268,33 @@ class Reconciler:
                 recover_run(run_id, "stalled: nothing running, a step ready", self.rt) is not None
             )
         return count
+
+    def _queued(self, run_id: str, sizes: dict[str, int]) -> bool:
+        """Whether a queue a pending step of the run uses still holds messages: then the run
+        is waiting its turn in a backlog, not stalled (its message is among them or behind)."""
+        record = self.rt.store.get_run(run_id)
+        data = self.rt.store.load_spec(record.workflow_version) if record else None
+        if data is None:
+            return False
+        pending = {s.step_id for s in self.rt.store.get_steps(run_id) if s.status == "pending"}
+        default = str(self.rt.app.conf.task_default_queue)
+        queues = {
+            s.queue or default for s in WorkflowSpec.model_validate(data).steps if s.id in pending
+        }
+        for queue in queues:
+            if queue not in sizes:
+                sizes[queue] = queue_size(self.rt.app, queue)
+        return any(sizes[q] > 0 for q in queues)
+
+
+def queue_size(app: Any, queue: str) -> int:
+    """Messages waiting in a broker queue (Redis or RabbitMQ); 0 for a queue that does not
+    exist."""
+    with app.connection_for_write() as conn:
+        try:
+            return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
+        except ChannelError:
+            return 0
 
 
 _reconciler: Reconciler | None = None

@@ -316,3 +316,24 @@ def test_a_dead_letter_is_replayed_once(worker: Any) -> None:
     assert main(["dlq", "replay", str(letter.id)]) == 1  # "already replayed", on stderr
     retries = [r for r in runtime().store.list_runs("replay-once") if r.parent_run_id == run.id]
     assert len(retries) == 1
+
+
+def test_a_backlog_is_not_taken_for_a_stall_but_a_lost_message_is(
+    parked_run: Callable[[], str],
+) -> None:
+    from orchestrator.recovery import Reconciler
+    from orchestrator.settings import Settings
+
+    # Given a reconciler with a 1 s stall timeout, and a run whose step waits in its queue
+    rt = Runtime(Settings(stall_timeout=1.0))
+    run_id = parked_run()
+    time.sleep(1.5)
+    reconciler = Reconciler(rt)
+    # When the run has not moved for longer than the stall timeout while its queue holds messages
+    # Then it is waiting its turn in a backlog: nothing is published again
+    assert reconciler._recover_stalled() == 0
+    # But once the queue is empty (the message was lost), the run is recovered
+    with rt.app.connection_for_write() as conn:
+        conn.default_channel.queue_purge("nowhere")
+    assert reconciler._recover_stalled() >= 1  # this run (and any other parked one)
+    assert [kind for _, kind, _ in rt.store.events(run_id)] == ["recovered"]
