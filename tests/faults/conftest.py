@@ -51,10 +51,12 @@ What each test reports (printed, and appended to the JSON list in ``artifacts/fa
 Notes after the line: ``recoveries`` (reconciler recoveries by reason, from ``run_events``),
 ``duplicate_deliveries_ignored`` (deliveries the claims dropped: redelivered or re-published
 copies), ``workers_died`` (a worker that exited by itself, with its fatal log line; the runs'
-numbers then include the supervisor-style restart).
+numbers then include the supervisor-style restart), ``overlapping_executions`` (two executions
+of one step whose bodies overlapped in time, from ``executions.at``/``ended_at``, for steps that
+write ``ended_at``: ``same_attempt`` ones ran one idempotency key twice at once).
 
-Pass bar asserted by every test: lost = 0, stuck = 0, duplicated effects = 0 (and, for faults
-that give no step a reason to fail, every run succeeded).
+Pass bar asserted by every test: lost = 0, stuck = 0, duplicated effects = 0, no overlapping
+executions (and, for faults that give no step a reason to fail, every run succeeded).
 
 What a failure usually means: *stuck* with a growing ``recoveries`` count is a recovery loop
 (the reconciler re-plans a run whose re-published steps are dropped as already done);
@@ -98,6 +100,14 @@ DEFAULT_ENV = {
     "ORCHESTRATOR_STALL_TIMEOUT": "10",
     "ORCHESTRATOR_VISIBILITY_TIMEOUT": "20",
 }
+# the timings DEFAULT_ENV tunes; ``cluster(defaults=True)`` leaves them to orchestrator's defaults
+# (lease 30 s, reconcile every 5 s, stall timeout 300 s, visibility timeout 3600 s)
+TUNED = (
+    "ORCHESTRATOR_LEASE_SECONDS",
+    "ORCHESTRATOR_RECONCILE_INTERVAL",
+    "ORCHESTRATOR_STALL_TIMEOUT",
+    "ORCHESTRATOR_VISIBILITY_TIMEOUT",
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -514,6 +524,8 @@ class Outcome:
         assert self.lost == 0, self.line()
         assert self.stuck == 0, self.line()
         assert self.duplicated_effects == 0, self.line()
+        overlapping = self.notes.get("overlapping_executions")
+        assert not overlapping, f"one step executed twice at the same time: {self.line()}"
         if all_succeed:
             assert self.succeeded == self.submitted, self.line()
         died = self.notes.get("workers_died")
@@ -529,8 +541,10 @@ class Cluster:
         template: Path,
         env: dict[str, str] | None = None,
         separate_broker: bool = False,
+        defaults: bool = False,
     ) -> None:
         self.root = root
+        self.defaults = defaults  # no TUNED timing in DEFAULT_ENV (``env`` may still set one)
         self.redis = RedisServer(root, "redis")
         self.broker = RedisServer(root, "broker") if separate_broker else self.redis
         self.postgres = PostgresServer(root, template)
@@ -557,7 +571,7 @@ class Cluster:
 
     def env(self) -> dict[str, str]:
         return {
-            **DEFAULT_ENV,
+            **{k: v for k, v in DEFAULT_ENV.items() if not (self.defaults and k in TUNED)},
             "ORCHESTRATOR_BROKER_URL": self.broker.url,
             "ORCHESTRATOR_RESULT_BACKEND": self.redis.url,
             "ORCHESTRATOR_REDIS_URL": self.redis.url,
@@ -569,8 +583,11 @@ class Cluster:
     def activate(self) -> None:
         """Point this (test) process's orchestrator at the cluster."""
         env = self.env()
+        unset = [k for k in TUNED if k not in env] if self.defaults else []
         if self._saved is None:
-            self._saved = {k: os.environ.get(k) for k in env}
+            self._saved = {k: os.environ.get(k) for k in [*env, *unset]}
+        for key in unset:
+            os.environ.pop(key, None)
         os.environ.update(env)
         reset_orchestrator()
 
@@ -635,6 +652,30 @@ class Cluster:
 
     def executions(self) -> int:
         return int(self.sql("SELECT count(*) FROM executions")[0][0])
+
+    def overlapping_executions(self, run_ids: list[str]) -> tuple[int, int]:
+        """Pairs of executions of one (run, step) that overlapped in time: (same attempt, any).
+
+        An execution lasts from ``at`` to ``ended_at`` (written when its body ends). With no
+        ``ended_at``: a step that writes ``seen_at`` (the marker that it writes ``ended_at`` too)
+        in a pool process that is still alive is still running (until now); otherwise (killed,
+        or a step that writes neither) it lasted until ``seen_at`` (its last heartbeat) or else
+        its start: an unknown end never counts as an overlap.
+        """
+        alive = [pid for w in list(self.workers) for pid in w.pool()]
+        end = (
+            "coalesce({t}.ended_at, CASE WHEN {t}.seen_at IS NOT NULL "
+            "AND {t}.pid = ANY(%(alive)s::int[]) THEN clock_timestamp() END, {t}.seen_at, {t}.at)"
+        )
+        row = self.sql(
+            "SELECT count(*) FILTER (WHERE a.attempt = b.attempt), count(*) "
+            "FROM executions a JOIN executions b ON a.run_id = b.run_id "
+            "AND a.step_id = b.step_id AND a.id < b.id AND a.exec_id <> b.exec_id "
+            "WHERE a.run_id = ANY(%(runs)s::uuid[]) "
+            f"AND a.at < {end.format(t='b')} AND b.at < {end.format(t='a')}",
+            {"runs": run_ids, "alive": alive},
+        )[0]
+        return int(row[0]), int(row[1])
 
     def statuses(self, run_ids: list[str]) -> dict[str, str]:
         rows = self.sql(
@@ -714,8 +755,14 @@ class Cluster:
         # duplicates (redelivered or re-published messages) that the claims absorbed
         ignored = sum(w.output().count("] ignored") for w in list(self.workers))
         died = {w.name: why for w in list(self.workers) if (why := w.died())}
+        same_attempt, overlapping = self.overlapping_executions(run_ids)
         notes = {
             **(notes or {}),
+            **(
+                {"overlapping_executions": {"same_attempt": same_attempt, "any": overlapping}}
+                if overlapping
+                else {}
+            ),
             **({"workers_died": died} if died else {}),
             **({"recoveries": {k: n for k, n in recovered}} if recovered else {}),
             **({"duplicate_deliveries_ignored": ignored} if ignored else {}),
@@ -802,15 +849,18 @@ def pg_template() -> Iterator[Path]:
 
 @pytest.fixture
 def cluster(request: pytest.FixtureRequest, pg_template: Path) -> Iterator[Callable[..., Cluster]]:
-    """Factory: ``cluster(env={...}, separate_broker=False)`` starts servers of this test's own.
+    """Factory: ``cluster(env={...}, separate_broker=False, defaults=False)`` starts servers of
+    this test's own (``defaults=True``: orchestrator's default timings, not DEFAULT_ENV's).
 
     Everything started is stopped at the end, even when the test fails.
     """
     made: list[Cluster] = []
 
-    def make(env: dict[str, str] | None = None, separate_broker: bool = False) -> Cluster:
+    def make(
+        env: dict[str, str] | None = None, separate_broker: bool = False, defaults: bool = False
+    ) -> Cluster:
         root = _tmp_root(f"faults-{request.node.name[:30]}-".replace("[", "-").replace("]", ""))
-        instance = Cluster(root, pg_template, env, separate_broker)
+        instance = Cluster(root, pg_template, env, separate_broker, defaults)
         made.append(instance)
         return instance.start()
 
