@@ -19,9 +19,11 @@ Redis, so the reconciler can publish it again if it was lost on the way.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
+import signal
 import threading
 import time
 import traceback as tb
@@ -518,6 +520,10 @@ class StepRequest(Request):  # type: ignore[misc]
         if not ctx:
             return False
         if self._hard_timeout_retried is None:
+            # Celery kills the pool process only after this returns: kill it first, so the
+            # attempt cannot overlap the next one if recording it is slow (Redis away)
+            with contextlib.suppress(ProcessLookupError, TypeError):
+                os.kill(self.worker_pid, signal.SIGKILL)
             timeout = exc.args[0] if exc.args else self.time_limits[1]
             self._hard_timeout_retried = hard_timeout(self.task, ctx, self, timeout)
         if not self._hard_timeout_retried:

@@ -30,6 +30,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -190,15 +191,30 @@ class Reconciler:
         }
 
     def _finish_settled(self) -> int:
-        count = 0
-        for run_id, status in self.rt.store.settled_runs():
-            output = self._output(run_id) if status == "succeeded" else None
-            error = None if status == "succeeded" else "finished by the reconciler"
-            if self.rt.store.finish_settled(run_id, status, output, error):
-                self.rt.state.notify_done(run_id, status)
-                self.rt.state.end(run_id, status)
-                count += 1
-        return count
+        return sum(
+            self._each(run_id, self._finish, status)
+            for run_id, status in self.rt.store.settled_runs()
+        )
+
+    def _finish(self, run_id: str, status: str) -> bool:
+        output = self._output(run_id) if status == "succeeded" else None
+        error = None if status == "succeeded" else "finished by the reconciler"
+        if not self.rt.store.finish_settled(run_id, status, output, error):
+            return False
+        self.rt.state.notify_done(run_id, status)
+        self.rt.state.end(run_id, status)
+        return True
+
+    @staticmethod
+    def _each(run_id: str, act: Callable[..., bool], *args: Any) -> bool:
+        """``act`` on one run; an error is logged and the pass goes on with the other runs."""
+        try:
+            return act(run_id, *args)
+        except (redis.RedisError, SQLAlchemyError, ServiceUnavailable, OSError):
+            raise  # a server is away: the whole pass waits for the next interval
+        except Exception:
+            log.exception("reconciler: run %s skipped this pass", run_id)
+            return False
 
     def _output(self, run_id: str) -> Any:
         record = self.rt.store.get_run(run_id)
@@ -210,10 +226,14 @@ class Reconciler:
         return results[sinks[0]] if len(sinks) == 1 else {s: results[s] for s in sinks}
 
     def _publish_unpublished(self) -> int:
-        count = 0
-        for run_id in self.rt.store.unpublished_runs(older_than=self.rt.settings.lease_seconds):
-            count += recover_run(run_id, "recorded but never published", self.rt) is not None
-        return count
+        unpublished = self.rt.store.unpublished_runs(older_than=self.rt.settings.lease_seconds)
+        return sum(
+            self._each(run_id, self._recover, "recorded but never published")
+            for run_id in unpublished
+        )
+
+    def _recover(self, run_id: str, reason: str) -> bool:
+        return recover_run(run_id, reason, self.rt) is not None
 
     def _lapsed(self) -> set[str]:
         """Runs with a step whose lease has been missing for a whole lease period."""
@@ -231,7 +251,7 @@ class Reconciler:
         settings = self.rt.settings
         count, grace = 0, max(settings.lease_seconds, 2 * settings.reconcile_interval)
         for run_id, step_id, attempts in self.rt.store.late_retries(grace):
-            count += self._late_retry(run_id, step_id, attempts + 1, grace)
+            count += self._each(run_id, self._late_retry, step_id, attempts + 1, grace)
         return count
 
     def _late_retry(self, run_id: str, step_id: str, attempt: int, grace: float) -> bool:
@@ -240,8 +260,7 @@ class Reconciler:
         if expected is None:  # never noted, or claimed by a process that died before recording
             if state.lease_alive(run_id, step_id, attempt):
                 return False
-            reason = f"attempt {attempt} of step {step_id!r} was lost"
-            return recover_run(run_id, reason, self.rt) is not None
+            return self._recover(run_id, f"attempt {attempt} of step {step_id!r} was lost")
         late = time.time() - float(expected["due"])
         if late < grace or not state.hold(run_id, f"republish:{step_id}:{attempt}", grace):
             return False
@@ -260,14 +279,11 @@ class Reconciler:
             for run_id in set(self.rt.store.stalled_runs(settings.stall_timeout)) - lost
             if not self._queued(run_id, sizes)
         }
-        count = 0
-        for run_id in sorted(lost):
-            count += recover_run(run_id, "a step's worker died (lease lapsed)", self.rt) is not None
-        for run_id in sorted(stalled):
-            count += (
-                recover_run(run_id, "stalled: nothing running, a step ready", self.rt) is not None
-            )
-        return count
+        died = [self._each(r, self._recover, "a step's worker died (lease lapsed)") for r in lost]
+        stall = [
+            self._each(r, self._recover, "stalled: nothing running, a step ready") for r in stalled
+        ]
+        return sum(died) + sum(stall)
 
     def _queued(self, run_id: str, sizes: dict[str, int]) -> bool:
         """Whether a queue a pending step of the run uses still holds messages: then the run

@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from orchestrator.codec import revive
+from orchestrator.codec import for_postgres, revive
 from orchestrator.errors import ServiceUnavailable
 from orchestrator.settings import redact
 from orchestrator.status import RUN_TERMINAL, STEP_TERMINAL
@@ -173,7 +173,12 @@ class HistoryStore:
         gets an engine of its own (it must not share its parent's connections)."""
         if self._engine is None or self._pid != os.getpid():
             self._engine = create_engine(
-                self.url, pool_size=1, max_overflow=1, pool_pre_ping=True, pool_recycle=1800
+                self.url,
+                pool_size=1,
+                max_overflow=1,
+                pool_pre_ping=True,
+                pool_recycle=1800,
+                json_serializer=for_postgres,  # Celery's JSON in every JSONB column
             )
             self._pid = os.getpid()
         return self._engine

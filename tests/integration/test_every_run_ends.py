@@ -337,3 +337,18 @@ def test_a_backlog_is_not_taken_for_a_stall_but_a_lost_message_is(
         conn.default_channel.queue_purge("nowhere")
     assert reconciler._recover_stalled() >= 1  # this run (and any other parked one)
     assert [kind for _, kind, _ in rt.store.events(run_id)] == ["recovered"]
+
+
+def test_the_reconciler_finishes_a_run_whose_output_is_typed(parked_run: Callable[[], str]) -> None:
+    from orchestrator.recovery import Reconciler
+
+    # Given a run whose only step succeeded with a datetime, but whose end was never written
+    rt = runtime()
+    run_id = parked_run()
+    at = datetime.datetime(2026, 11, 30, tzinfo=datetime.UTC)
+    rt.writer.submit(StepEvent(run_id, "a", 1, "succeeded", at, result={"at": at}))
+    rt.writer.flush()
+    # When the reconciler finishes settled runs, Then the run succeeds with the typed output
+    assert Reconciler(rt)._finish_settled() >= 1
+    record = rt.store.get_run(run_id)
+    assert record is not None and (record.status, record.output) == ("succeeded", {"at": at})
