@@ -473,10 +473,13 @@ def schedule_retry(
     rt.state.expect_retry(ctx["run_id"], ctx["step_id"], attempt, dict(sig), due)
     try:
         if delay < rt.longest_broker_delay:
-            sig.apply_async(countdown=delay)
+            try:
+                sig.apply_async(countdown=delay)
+            except Exception:  # the broker is away: the delay pump publishes it once it is back
+                rt.delays.add(dict(sig), due)
         else:
             rt.delays.add(dict(sig), due)
-    except Exception as publish_error:  # broker or Redis away: the reconciler publishes it
+    except Exception as publish_error:  # broker and Redis away: the reconciler publishes it
         log.warning(
             "attempt %d of step %r not published now (%s); the reconciler will publish it",
             attempt,

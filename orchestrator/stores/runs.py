@@ -33,10 +33,12 @@ local flag = redis.call('GET', KEYS[1])
 if flag then return {'flag', flag} end
 local done = redis.call('HGET', KEYS[2], ARGV[1])
 if done then return {'done', done} end
+local current = redis.call('HGET', KEYS[6], ARGV[1])
+if current and tonumber(current) > tonumber(ARGV[7]) then return {'stale', current} end
 local holder = redis.call('GET', KEYS[3])
 if holder and holder ~= ARGV[2] and holder ~= ARGV[5] then return {'busy', holder} end
 local out = {'go', '0'}
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   local v = redis.call('HGET', KEYS[2], ARGV[i])
   if not v then return {'missing', ARGV[i]} end
   table.insert(out, v)
@@ -89,7 +91,7 @@ return n
 """
 _END = """
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 """
 
 
@@ -110,10 +112,11 @@ class Claim:
     """The outcome of claiming a step: ``go`` (with parents' results), or why not.
 
     ``busy`` carries the holder of the lease in ``flag``; ``missing`` names the parent whose
-    result is not in Redis (lost with Redis's data, or evicted) in ``flag``.
+    result is not in Redis (lost with Redis's data, or evicted) in ``flag``; ``stale``: a later
+    attempt of the step was scheduled (this is a late copy of an attempt that already ran).
     """
 
-    outcome: str  # go | flag | done | busy | missing
+    outcome: str  # go | flag | done | busy | missing | stale
     flag: str | None = None
     result: Any = None
     deliveries: int = 0
@@ -190,6 +193,7 @@ class RunState:
             key(run_id, f"lease:{step_id}:{attempt}"),
             key(run_id, "deliveries"),
             retry_key(run_id, step_id, attempt),
+            key(run_id, "attempt"),
         ]
         args: list[str | int] = [
             step_id,
@@ -198,6 +202,7 @@ class RunState:
             self.ttl,
             steal,
             f"{step_id}:{attempt}",
+            attempt,
             *parents,
         ]
         reply = self._claim(keys=keys, args=args)
@@ -243,12 +248,18 @@ class RunState:
         self, run_id: str, step_id: str, attempt: int, message: dict[str, Any], due: float
     ) -> None:
         """Note the message of a step's next attempt until a delivery of it is claimed, so the
-        reconciler can publish it again if it is lost on the way (broker error, dead process)."""
-        self.client.set(
+        reconciler can publish it again if it is lost on the way (broker error, dead process);
+        and that ``attempt`` is now the step's current one: a late copy of an earlier attempt is
+        stale and never runs again."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(
             retry_key(run_id, step_id, attempt),
             encode({"due": due, "message": message}),
             ex=self.ttl,
         )
+        pipe.hset(key(run_id, "attempt"), step_id, attempt)
+        pipe.expire(key(run_id, "attempt"), self.ttl)
+        pipe.execute()
 
     def expected_retry(self, run_id: str, step_id: str, attempt: int) -> dict[str, Any] | None:
         """The noted next attempt (``due``, ``message``), or None if it was claimed or never
@@ -265,6 +276,7 @@ class RunState:
                 key(run_id, "res"),
                 key(run_id, "deliveries"),
                 key(run_id, "parked"),
+                key(run_id, "attempt"),
             ],
             args=[status, self.ended_ttl],
         )

@@ -352,3 +352,14 @@ def test_the_reconciler_finishes_a_run_whose_output_is_typed(parked_run: Callabl
     assert Reconciler(rt)._finish_settled() >= 1
     record = rt.store.get_run(run_id)
     assert record is not None and (record.status, record.output) == ("succeeded", {"at": at})
+
+
+def test_a_late_copy_of_an_attempt_that_already_ran_is_stale(servers: dict[str, str]) -> None:
+    # Given attempt 2 of a step failed and scheduled attempt 3 (a copy of 2 was published again)
+    state = runtime().state
+    run_id = str(uuid.uuid4())
+    state.init_run(run_id, {}, {})
+    state.expect_retry(run_id, "s", 3, {"task": "x"}, time.time())
+    # When the late copy of attempt 2 is delivered, Then it does not run again
+    assert state.claim(run_id, "s", 2, "late-copy", 1000, []).outcome == "stale"
+    assert state.claim(run_id, "s", 3, "next", 1000, []).outcome == "go"
