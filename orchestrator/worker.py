@@ -17,7 +17,7 @@ import click
 from celery import signals
 from kombu import Exchange, Queue
 
-from orchestrator import forksafe, recovery, registry
+from orchestrator import forksafe, kombu_fixes, recovery, registry
 from orchestrator.periodic import install as install_schedules
 from orchestrator.runtime import runtime
 from orchestrator.settings import Settings
@@ -62,6 +62,7 @@ def secure_flower(settings: Settings) -> None:
     options.basic_auth = [credentials]  # a list: Flower would split a string on commas
 
 
+kombu_fixes.install()  # a worker survives a Redis restart
 _rt = runtime()
 if flower_command():
     secure_flower(_rt.settings)
