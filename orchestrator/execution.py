@@ -291,7 +291,7 @@ class Step:
         self.rt.state.release(self.run_id, self.step_id, self.attempt, self.owner)
         self._record("failed", error=error)
         self._dead_letter("too_many_deliveries", args, kwargs, error, None)
-        fail_run(self.rt, self.run_id, self.plan, self.step_id, error)
+        fail_run(self.rt, self.run_id, self.step_id, error)
         raise Ignore()
 
     def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any], trial: bool | None) -> Any:
@@ -343,6 +343,10 @@ class Step:
         trace = "".join(tb.format_exception(exc))
         retryable = not isinstance(exc, NotRetryable)
         self.rt.state.release(self.run_id, self.step_id, self.attempt, self.owner)
+        if self.rt.state.failure(self.run_id) is not None:
+            # the run was cancelled or failed meanwhile: no next attempt, no second failure
+            self._record("failed", error=error, traceback=trace)
+            return
         if retryable and self.policy and self.policy.should_retry(exc, self.attempt):
             delay = self.policy.delay(self.attempt)
             log.warning("attempt %d failed (%s); retrying in %.2fs", self.attempt, error, delay)
@@ -352,7 +356,7 @@ class Step:
         self._record("failed", error=error, traceback=trace)
         reason = "exhausted" if retryable else _REASONS.get(type(exc), "not_retryable")
         self._dead_letter(reason, args, kwargs, error, trace)
-        fail_run(self.rt, self.run_id, self.plan, self.step_id, error)
+        fail_run(self.rt, self.run_id, self.step_id, error)
 
     def _dead_letter(
         self,
@@ -441,19 +445,10 @@ def unplannable(ctx: dict[str, Any], exc: Exception) -> None:
     )
 
 
-def fail_run(rt: Runtime, run_id: str, plan: Plan, step_id: str, error: str) -> None:
-    """Fail the run at ``step_id``: nothing new starts, its dependents are skipped."""
+def fail_run(rt: Runtime, run_id: str, step_id: str, error: str) -> None:
+    """Fail the run at ``step_id``: nothing new starts; its steps not started are skipped."""
     rt.state.fail(run_id, step_id, error)
-    rt.writer.submit(
-        RunFinal(
-            run_id,
-            "failed",
-            now(),
-            error=error,
-            error_step=step_id,
-            skip=tuple(plan.descendants(step_id)),
-        )
-    )
+    rt.writer.submit(RunFinal(run_id, "failed", now(), error=error, error_step=step_id))
 
 
 def schedule_retry(

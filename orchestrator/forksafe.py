@@ -78,6 +78,7 @@ def _reconciler_queries(rt: Runtime) -> None:
         lambda: store.suspect_steps(settings.lease_seconds, limit=1),
         lambda: store.stalled_runs(settings.stall_timeout, limit=1),
         lambda: store.late_retries(settings.lease_seconds, limit=1),
+        lambda: store.orphaned_steps(settings.lease_seconds, limit=1),
         lambda: store.get_run("00000000-0000-0000-0000-000000000000"),
         lambda: store.get_steps("00000000-0000-0000-0000-000000000000"),
     ]

@@ -147,6 +147,7 @@ class Reconciler:
         self.rt = rt or runtime()
         self.token = uuid.uuid4().hex
         self._missing: dict[tuple[str, str, int], float] = {}
+        self._orphans: dict[tuple[str, str, int], float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._loop, name="orchestrator-reconciler", daemon=True
@@ -188,6 +189,7 @@ class Reconciler:
             "published": self._publish_unpublished(),
             "republished": self._republish_late_retries(),
             "recovered": self._recover_stalled(),
+            "orphans_ended": self._end_orphans(),
         }
 
     def _finish_settled(self) -> int:
@@ -237,13 +239,30 @@ class Reconciler:
 
     def _lapsed(self) -> set[str]:
         """Runs with a step whose lease has been missing for a whole lease period."""
-        state, lease = self.rt.state, self.rt.settings.lease_seconds
-        now = time.monotonic()
-        missing = {
-            found for found in self.rt.store.suspect_steps(lease) if not state.lease_alive(*found)
-        }
-        self._missing = {found: self._missing.get(found, now) for found in missing}
-        return {found[0] for found, since in self._missing.items() if now - since >= lease}
+        lease = self.rt.settings.lease_seconds
+        self._missing = self._still_missing(self.rt.store.suspect_steps(lease), self._missing)
+        return {found[0] for found in self._gone(self._missing)}
+
+    def _still_missing(
+        self, suspects: list[tuple[str, str, int]], seen: dict[tuple[str, str, int], float]
+    ) -> dict[tuple[str, str, int], float]:
+        """The suspects whose lease is missing now, with when it was first seen missing."""
+        now, state = time.monotonic(), self.rt.state
+        return {s: seen.get(s, now) for s in suspects if not state.lease_alive(*s)}
+
+    def _gone(self, missing: dict[tuple[str, str, int], float]) -> list[tuple[str, str, int]]:
+        lease, now = self.rt.settings.lease_seconds, time.monotonic()
+        return [found for found, since in missing.items() if now - since >= lease]
+
+    def _end_orphans(self) -> int:
+        """Fail the running steps of ended runs whose worker died (no one else would)."""
+        lease = self.rt.settings.lease_seconds
+        self._orphans = self._still_missing(self.rt.store.orphaned_steps(lease), self._orphans)
+        error = "its worker died after the run had ended (lease lapsed)"
+        return sum(
+            self.rt.store.fail_orphan(run, step, error)
+            for run, step, _ in self._gone(self._orphans)
+        )
 
     def _republish_late_retries(self) -> int:
         """Publish again the next attempt of a retrying step that is overdue and unclaimed."""

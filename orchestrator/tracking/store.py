@@ -426,6 +426,27 @@ class HistoryStore:
         rows = self._query(_SUSPECT, {"age": older_than, "limit": limit})
         return [(str(r[0]), r[1], int(r[2])) for r in rows]
 
+    def orphaned_steps(self, older_than: float, limit: int = 100) -> list[tuple[str, str, int]]:
+        """Steps recorded as running for longer than ``older_than`` seconds in runs that ended
+        (a failed run's branch whose worker died before recording its end)."""
+        rows = self._query(_ORPHANED, {"age": older_than, "limit": limit})
+        return [(str(r[0]), r[1], int(r[2])) for r in rows]
+
+    def fail_orphan(self, run_id: str, step_id: str, error: str) -> bool:
+        """End an orphaned running step as failed; False if it had ended meanwhile."""
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(TaskRun)
+                .where(
+                    TaskRun.run_id == uuid.UUID(str(run_id)),
+                    TaskRun.step_id == step_id,
+                    TaskRun.status == "running",
+                )
+                .values(status="failed", error=error, finished_at=text("now()"))
+                .returning(TaskRun.id)
+            ).first()
+        return changed is not None
+
     def stalled_runs(self, older_than: float, limit: int = 100) -> list[str]:
         """Running runs with nothing running and no step start or end for ``older_than`` s."""
         rows = self._query(_STALLED, {"age": older_than, "limit": limit})
@@ -525,6 +546,15 @@ CROSS JOIN LATERAL (SELECT t.step_id, t.attempts FROM task_runs t
                     WHERE t.run_id = r.id AND t.status = 'running'
                       AND t.started_at < now() - make_interval(secs => :age) OFFSET 0) t
 WHERE r.status = 'running'
+LIMIT :limit
+""")
+# from the unfinished-steps index (its predicate repeated so the planner uses it), never from
+# the ended runs, which are most of the history
+_ORPHANED = text("""
+SELECT t.run_id, t.step_id, t.attempts FROM task_runs t JOIN workflow_runs r ON r.id = t.run_id
+WHERE t.status = 'running' AND t.status NOT IN ('succeeded', 'failed', 'skipped', 'cancelled')
+  AND t.started_at < now() - make_interval(secs => :age)
+  AND r.status IN ('succeeded', 'failed', 'cancelled')
 LIMIT :limit
 """)
 _LATE_RETRIES = text("""

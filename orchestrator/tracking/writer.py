@@ -89,7 +89,6 @@ class RunFinal:
     output: Any = None
     error: str | None = None
     error_step: str | None = None
-    skip: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,6 +157,12 @@ UPDATE workflow_runs SET status = 'failed', error = :error, error_step = :error_
     finished_at = :at, started_at = COALESCE(started_at, :at)
 WHERE id = CAST(:run_id AS UUID) AND status NOT IN ('succeeded', 'failed', 'cancelled')
 RETURNING id
+""")
+_SKIP_UNSTARTED = text("""
+UPDATE task_runs t SET status = 'skipped', finished_at = :at, error = COALESCE(t.error, :reason)
+FROM workflow_runs r
+WHERE r.id = t.run_id AND t.run_id = CAST(:run_id AS UUID) AND r.status = 'failed'
+  AND t.status IN ('pending', 'retrying')
 """)
 _OUTPUT = text("""
 UPDATE workflow_runs SET output = CAST(:output AS JSONB), finished_at = :at
@@ -334,17 +339,11 @@ def _finalize(conn: Connection, final: RunFinal) -> bool:
             "error_step": _TEXT(final.error_step),
         },
     ).first()
-    if final.skip:
-        conn.execute(
-            _SKIP,
-            {
-                "run_id": final.run_id,
-                "steps": list(final.skip),
-                "status": "skipped",
-                "at": final.at,
-                "reason": _TEXT(final.error),
-            },
-        )
+    # nothing new starts in a failed run: its dependents and every step not yet started
+    conn.execute(
+        _SKIP_UNSTARTED,
+        {"run_id": final.run_id, "at": final.at, "reason": _TEXT(final.error)},
+    )
     return changed is not None
 
 

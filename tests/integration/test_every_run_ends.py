@@ -363,3 +363,57 @@ def test_a_late_copy_of_an_attempt_that_already_ran_is_stale(servers: dict[str, 
     # When the late copy of attempt 2 is delivered, Then it does not run again
     assert state.claim(run_id, "s", 2, "late-copy", 1000, []).outcome == "stale"
     assert state.claim(run_id, "s", 3, "next", 1000, []).outcome == "go"
+
+
+# -- a run that ended leaves no step behind ---------------------------------------------------
+
+
+def test_a_failed_run_skips_every_step_not_started(worker: Any) -> None:
+    # Given a run whose other branch waits in a queue no worker consumes
+    wf = Workflow("fail-skips-all")
+    wf.step("bad", workload.boom)
+    wf.step("other", workload.noop, queue="nowhere")
+    run = wf.run()
+    with pytest.raises(WorkflowFailed):
+        run.wait(timeout=30)
+    # Then nothing new starts: the branch that never started is skipped, not left pending
+    assert {s.step_id: s.status for s in run.steps()} == {"bad": "failed", "other": "skipped"}
+
+
+def test_a_step_failing_after_its_run_was_cancelled_is_not_retried(worker: Any) -> None:
+    wf = Workflow("cancel-then-fail").step(
+        "s",
+        workload.boom,
+        kwargs={"seconds": 2},
+        retry={"max_attempts": 3, "base_delay": 0.05, "jitter": False},
+    )
+    run = wf.run()
+    eventually(lambda: run.steps()[0].status == "running", 15, "the step running")
+    assert run.cancel()
+    step = eventually(
+        lambda: next((s for s in run.steps() if s.status == "failed"), None), 15, "its failure"
+    )
+    time.sleep(1.0)
+    assert (run.status(), step.attempts, run.steps()[0].status) == ("cancelled", 1, "failed")
+
+
+def test_a_running_step_of_an_ended_run_whose_worker_died_is_failed(
+    parked_run: Callable[[], str],
+) -> None:
+    from orchestrator.recovery import Reconciler
+    from orchestrator.settings import Settings
+
+    # Given a failed run with a step recorded running whose process died (no lease)
+    rt = Runtime(Settings(lease_seconds=0.5))
+    run_id = parked_run()
+    long_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=30)
+    rt.writer.submit(StepEvent(run_id, "a", 1, "running", long_ago))
+    rt.writer.flush()
+    rt.store.fail_run(run_id, "another step failed")
+    reconciler = Reconciler(rt)
+    # When the reconciler has seen its lease missing for a lease period
+    assert reconciler._end_orphans() == 0
+    time.sleep(0.6)
+    # Then the step ends as failed
+    assert reconciler._end_orphans() == 1
+    assert [s.status for s in rt.store.get_steps(run_id)] == ["failed"]
