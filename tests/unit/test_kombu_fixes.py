@@ -1,5 +1,5 @@
-"""The guard that keeps a worker alive when kombu restores unacked messages after its Redis
-connection closed (kombu #970)."""
+"""The guard that keeps a worker alive when kombu uses a Redis channel whose connection was
+already released (kombu #970)."""
 
 from __future__ import annotations
 
@@ -7,35 +7,35 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import redis
 from kombu.transport import redis as kombu_redis
 
 from orchestrator import kombu_fixes
 
 
-def _qos(pool: Any, client: Any) -> Any:
-    channel = SimpleNamespace(_pool=pool, connection=SimpleNamespace(client=client))
-    return SimpleNamespace(channel=channel, _delivered={"tag": 1})
+def _channel(transport: Any) -> Any:
+    return SimpleNamespace(connection=transport)
 
 
-def test_a_closed_connection_leaves_the_messages_to_redis(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    # Given a channel whose connection was released and that never built a pool
-    qos = _qos(pool=None, client=None)
-    # When kombu restores its unacked messages, Then the worker goes on (no AttributeError)
-    assert kombu_fixes.restore_unacked(qos) is None
-    assert "1 unacknowledged message(s) left in Redis" in caplog.text
+@pytest.mark.parametrize("transport", [None, SimpleNamespace(client=None)])
+def test_a_released_connection_is_a_connection_error(transport: Any) -> None:
+    # Given a channel whose connection (or its client) is gone, When it needs a pool,
+    # Then the error is one Celery handles by reconnecting, not an AttributeError
+    with pytest.raises(redis.exceptions.ConnectionError):
+        kombu_fixes.connparams(_channel(transport))
 
 
-def test_a_live_connection_restores_as_kombu_does(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[Any] = []
-    monkeypatch.setattr(kombu_fixes, "_original", lambda self, client: calls.append(client))
-    kombu_fixes.restore_unacked(_qos(pool=None, client=object()))
-    kombu_fixes.restore_unacked(_qos(pool=None, client=None), client="given")
-    assert calls == [None, "given"]
+def test_a_live_connection_gets_kombus_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kombu_fixes, "_original", lambda self, asynchronous: {"ok": asynchronous})
+    live = _channel(SimpleNamespace(client=object()))
+    assert kombu_fixes.connparams(live, asynchronous=True) == {"ok": True}
+
+
+def test_connection_errors_of_the_transport_include_it() -> None:
+    assert issubclass(redis.exceptions.ConnectionError, kombu_redis.Transport.connection_errors)
 
 
 def test_install_replaces_kombus_method(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kombu_redis.QoS, "restore_unacked", kombu_fixes._original)
+    monkeypatch.setattr(kombu_redis.Channel, "_connparams", kombu_fixes._original)
     kombu_fixes.install()
-    assert kombu_redis.QoS.restore_unacked is kombu_fixes.restore_unacked
+    assert kombu_redis.Channel._connparams is kombu_fixes.connparams
