@@ -552,40 +552,21 @@ def check_consistent(f: Findings, run: str, info: dict[str, Any], rows: dict[str
         f.add("inconsistent", run, None, f"cancelled run with active steps {active}")
 
 
+def cut_short(info: dict[str, Any], sid: str) -> bool:
+    """Whether the run ended (failed at another step, or cancelled) while ``sid`` ran."""
+    return info["status"] == "cancelled" or (
+        info["status"] == "failed" and info["error_step"] not in (None, sid)
+    )
+
+
 def check_attempts(f: Findings, h: History, run: str, cancel_asked: bool) -> int:
     """5. Attempts as the plan and the policy say, and the run's outcome; kill-induced fails."""
     info = h.runs[run]
-    terminal = info["status"] in TERMINAL
-    must_fail = killed = 0
+    must_fail = killed = False
     for spec in info["spec"]["steps"]:
-        sid = spec["id"]
-        k, m = len(spec["kwargs"].get("fails", [])), max_attempts(spec)
-        k += len(h.overran(run, spec))  # unplanned failures: the machine was too slow
-        must_fail |= k >= m
-        st, attempts, error = h.steps[run].get(sid, ("<no row>", 0, None))
-        reasons = h.letters.get((run, sid), [])
-        executed = [e[0] for e in h.execs.get((run, sid), [])]
-        cap = min(k + 1, m)
-        where = f"plan k={k} {spec['kwargs'].get('fails')} m={m}"
-        if executed and max(executed) > cap:
-            f.add("attempts", run, sid, f"{where}: executed attempt {max(executed)} > {cap} ({st})")
-        if not terminal:
-            continue
-        if st == "succeeded" and (k >= m or attempts != k + 1):
-            f.add("attempts", run, sid, f"{where}: succeeded with attempts={attempts}")
-        elif st == "failed" and "too_many_deliveries" in reasons:
-            killed += 1
-        elif st == "failed" and (k < m or attempts != m or "exhausted" not in reasons):
-            f.add(
-                "attempts",
-                run,
-                sid,
-                f"{where}: failed with attempts={attempts}, dead letters {reasons}, "
-                f"error {(error or '')[:160]!r}",
-            )
-        elif st in ("skipped", "cancelled") and attempts > cap:
-            f.add("attempts", run, sid, f"{where}: {st} after attempts={attempts}")
-    if terminal:
+        fails, kill = check_step_attempts(f, h, run, spec)
+        must_fail, killed = must_fail or fails, killed + kill
+    if info["status"] in TERMINAL:
         status = info["status"]
         expected = "failed" if must_fail or killed else "succeeded"
         if status != expected and not (cancel_asked and status == "cancelled"):
@@ -596,7 +577,45 @@ def check_attempts(f: Findings, h: History, run: str, cancel_asked: bool) -> int
                 f"{status}, expected {expected} (cancel asked: {cancel_asked}); "
                 f"error {(info['error'] or '')[:200]!r}",
             )
-    return killed
+    return int(killed)
+
+
+def check_step_attempts(
+    f: Findings, h: History, run: str, spec: dict[str, Any]
+) -> tuple[bool, int]:
+    """One step's attempts against its plan: (the plan fails the run, a kill failed it)."""
+    info, sid = h.runs[run], spec["id"]
+    k, m = len(spec["kwargs"].get("fails", [])), max_attempts(spec)
+    k += len(h.overran(run, spec))  # unplanned failures: the machine was too slow
+    st, attempts, error = h.steps[run].get(sid, ("<no row>", 0, None))
+    reasons = h.letters.get((run, sid), [])
+    executed = [e[0] for e in h.execs.get((run, sid), [])]
+    cap = min(k + 1, m)
+    where = f"plan k={k} {spec['kwargs'].get('fails')} m={m}"
+    if executed and max(executed) > cap:
+        f.add("attempts", run, sid, f"{where}: executed attempt {max(executed)} > {cap} ({st})")
+    if info["status"] not in TERMINAL:
+        return k >= m, 0
+    if st == "failed" and "too_many_deliveries" in reasons:
+        return k >= m, 1
+    # cut short: its run failed at another step or was cancelled while this attempt ran, so the
+    # attempt's failure is final (no retry in an ended run), like a skipped step's
+    cut = st in ("skipped", "cancelled") or (
+        st == "failed" and not reasons and cut_short(info, sid)
+    )
+    if cut and attempts > cap:
+        f.add("attempts", run, sid, f"{where}: {st}, cut short after attempts={attempts}")
+    elif st == "succeeded" and (k >= m or attempts != k + 1):
+        f.add("attempts", run, sid, f"{where}: succeeded with attempts={attempts}")
+    elif not cut and st == "failed" and (k < m or attempts != m or "exhausted" not in reasons):
+        f.add(
+            "attempts",
+            run,
+            sid,
+            f"{where}: failed with attempts={attempts}, dead letters {reasons}, "
+            f"error {(error or '')[:160]!r}",
+        )
+    return k >= m, 0
 
 
 def check_executions(f: Findings, h: History, run: str) -> None:
