@@ -538,7 +538,8 @@ class StepRequest(Request):  # type: ignore[misc]
 
 def hard_timeout(task: StepTask, ctx: dict[str, Any], request: Request, timeout: float) -> bool:
     """The pool child was killed at the hard time limit: record the attempt, then publish the
-    next one (True) or fail the step and its run (False)."""
+    next one (True) or fail the step and its run (False). An attempt whose result reached Redis
+    just before the kill succeeded: it is not failed."""
     exc = TimeLimitExceeded(f"hard time limit ({timeout}s) exceeded")
     _, _, embed = request._payload  # callbacks, chain, chord: prefork leaves them out of the dict
     task.push_request(
@@ -551,6 +552,11 @@ def hard_timeout(task: StepTask, ctx: dict[str, Any], request: Request, timeout:
         }
     )
     try:
+        if runtime().state.stored(ctx["run_id"], [ctx["step_id"]]):
+            # it finished as the limit struck: a copy of the message finds it done and moves
+            # the canvas on (a claim never runs it again)
+            task.signature_from_request().apply_async()
+            return True
         Step(task, ctx).on_error(exc, tuple(request.args or ()), dict(request.kwargs or {}))
     except Retry:
         return True
