@@ -127,8 +127,11 @@ UPDATE task_runs t SET status = v.status,
 FROM {_ROWS}
 WHERE t.run_id = v.run_id AND t.step_id = v.step_id AND t.attempts <= v.attempt
   AND (t.status NOT IN ('succeeded', 'failed', 'skipped', 'cancelled')
-       OR (t.status = v.status AND t.finished_at IS NULL))
+       OR (t.status = v.status AND t.finished_at IS NULL)
+       OR (t.status = 'skipped' AND v.status IN ('succeeded', 'failed')))
 """)
+# The last line: a step skipped when its run failed (presumed not started, its events not yet
+# written) that did run records its real outcome; it never moves back to running.
 _ATTEMPT = text(f"""
 INSERT INTO task_attempts (task_run_id, attempt, status, worker, error, traceback,
                            started_at, finished_at)

@@ -417,3 +417,23 @@ def test_a_running_step_of_an_ended_run_whose_worker_died_is_failed(
     # Then the step ends as failed
     assert reconciler._end_orphans() == 1
     assert [s.status for s in rt.store.get_steps(run_id)] == ["failed"]
+
+
+def test_a_step_skipped_by_its_runs_failure_that_did_run_records_its_outcome(
+    parked_run: Callable[[], str],
+) -> None:
+    from orchestrator.tracking.writer import RunFinal
+
+    # Given a run failed while a step's events were still on their way (it looks unstarted)
+    rt = runtime()
+    run_id = parked_run()
+    at = datetime.datetime.now(datetime.UTC)
+    rt.writer.submit(RunFinal(run_id, "failed", at, error="boom", error_step="other"))
+    rt.writer.flush()
+    assert [s.status for s in rt.store.get_steps(run_id)] == ["skipped"]
+    # When its events arrive, Then its real outcome is recorded (a retry keeps its result)
+    rt.writer.submit(StepEvent(run_id, "a", 1, "running", at))
+    rt.writer.submit(StepEvent(run_id, "a", 1, "succeeded", at, result=7))
+    rt.writer.flush()
+    step = rt.store.get_steps(run_id)[0]
+    assert (step.status, step.result, step.attempts) == ("succeeded", 7, 1)
