@@ -11,7 +11,9 @@ at a time. Each pass (every ``ORCHESTRATOR_RECONCILE_INTERVAL`` seconds):
    that stalled (nothing running or finishing for ``ORCHESTRATOR_STALL_TIMEOUT`` seconds while a
    step is ready, e.g. messages lost with a Redis restart). A lease counts as lapsed only once it
    has been missing for a whole lease period: a process that is alive re-creates its lease
-   within a third of that (after a Redis restart, say), and must not see its step run twice.
+   within a third of that (after a Redis restart, say), and must not see its step run twice. A
+   run whose pending steps' queues still hold messages is waiting in a backlog, not stalled;
+5. fails the running steps of runs that ended whose worker died (nothing else would end them).
 
 A run that Redis says failed or was cancelled, but whose end never reached PostgreSQL (the
 writer's process died, or PostgreSQL was down past its retries), is ended, not recovered. A run
