@@ -585,8 +585,10 @@ def check_step_attempts(
 ) -> tuple[bool, int]:
     """One step's attempts against its plan: (the plan fails the run, a kill failed it)."""
     info, sid = h.runs[run], spec["id"]
-    k, m = len(spec["kwargs"].get("fails", [])), max_attempts(spec)
-    k += len(h.overran(run, spec))  # unplanned failures: the machine was too slow
+    planned, m = len(spec["kwargs"].get("fails", [])), max_attempts(spec)
+    # unplanned failures: the machine was too slow (an attempt that finished just as its limit
+    # struck may still have succeeded, so success is fine from planned + 1 on)
+    k = planned + len(h.overran(run, spec))
     st, attempts, error = h.steps[run].get(sid, ("<no row>", 0, None))
     reasons = h.letters.get((run, sid), [])
     executed = [e[0] for e in h.execs.get((run, sid), [])]
@@ -605,7 +607,7 @@ def check_step_attempts(
     )
     if cut and attempts > cap:
         f.add("attempts", run, sid, f"{where}: {st}, cut short after attempts={attempts}")
-    elif st == "succeeded" and (k >= m or attempts != k + 1):
+    elif st == "succeeded" and not planned < attempts <= min(k + 1, m):
         f.add("attempts", run, sid, f"{where}: succeeded with attempts={attempts}")
     elif not cut and st == "failed" and (k < m or attempts != m or "exhausted" not in reasons):
         f.add(
