@@ -139,3 +139,14 @@ def test_describe_names_the_run_step_and_attempt() -> None:
     assert describe(SkipSteps("r", ("b", "c"), "skipped", T0)) == "run r steps b, c (skipped)"
     assert describe(RunFinal("r", "failed", T0)) == "run r end (failed)"
     assert describe(DeadLetterEvent("t", "x", T0, "r", "a")) == "dead letter of t (run r, step a)"
+
+
+def test_a_process_holds_at_most_two_postgresql_connections() -> None:
+    # a worker with -c 32 must not open ~200 connections: one engine per process, 1 + 1 overflow
+    from orchestrator.tracking.store import HistoryStore
+
+    engine = HistoryStore("postgresql+psycopg://u@127.0.0.1:1/db").engine
+    try:
+        assert (engine.pool.size(), engine.pool._max_overflow) == (1, 1)  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()
