@@ -146,7 +146,7 @@ def flaky(*args: Any, succeed_on: int = 2, **kwargs: Any) -> int:
 # with no ``ended_at`` was killed, and was provably alive until ``seen_at``.
 
 
-def _chaos_started(effect: bool, budget: float = 60.0) -> str:
+def _execution_started(effect: bool, budget: float = 60.0) -> str:
     """Count this execution (and write the effect once per key when ``effect``); its exec_id."""
     run, step, attempt = current_run.run_id, current_run.step_id, current_run.attempt
     key, exec_id = current_run.idempotency_key, uuid.uuid4().hex
@@ -176,7 +176,7 @@ def _chaos_started(effect: bool, budget: float = 60.0) -> str:
             time.sleep(0.2)
 
 
-def _chaos_mark(exec_id: str, ended: bool, budget: float = 0.0) -> None:
+def _execution_mark(exec_id: str, ended: bool, budget: float = 0.0) -> None:
     """Heartbeat (``seen_at``), or ``ended_at`` too; a heartbeat is best effort (one try)."""
     sql = "UPDATE executions SET seen_at = clock_timestamp()"
     sql += ", ended_at = clock_timestamp()" if ended else ""
@@ -200,7 +200,7 @@ def _chaos_sleep(exec_id: str, seconds: float) -> None:
     end = time.monotonic() + seconds
     while (left := end - time.monotonic()) > 0:
         time.sleep(min(0.2, left))
-        _chaos_mark(exec_id, ended=False)
+        _execution_mark(exec_id, ended=False)
 
 
 def _chaos_value(kind: str) -> Any:
@@ -225,7 +225,7 @@ def _chaos(
 ) -> Any:
     attempt = current_run.attempt
     mode = fails[attempt - 1] if attempt <= len(fails) else "ok"
-    exec_id = _chaos_started(effect=mode == "ok")
+    exec_id = _execution_started(effect=mode == "ok")
     try:
         if mode == "hang":
             _chaos_sleep(exec_id, hang_cap)  # killed by the step's hard timeout long before
@@ -234,7 +234,7 @@ def _chaos(
         if mode == "raise":
             raise ConnectionError(f"planned failure of attempt {attempt}")
     finally:
-        _chaos_mark(exec_id, ended=True, budget=60.0)
+        _execution_mark(exec_id, ended=True, budget=60.0)
     return _chaos_value(result)
 
 
@@ -293,65 +293,15 @@ CHAOS_TASKS = {
 # attempt that succeeds.
 
 
-def _d_started(effect: bool, budget: float = 60.0) -> str:
-    """Count this execution (and write the effect when ``effect``); returns its exec_id."""
-    run, step, attempt = current_run.run_id, current_run.step_id, current_run.attempt
-    key, exec_id = current_run.idempotency_key, uuid.uuid4().hex
-    deadline = time.monotonic() + budget
-    while True:
-        try:
-            conn = _connection()
-            with conn.transaction():
-                inserted = None
-                if effect:
-                    row = conn.execute(
-                        "INSERT INTO effects (key, run_id, step_id, attempt) "
-                        "VALUES (%s, %s, %s, %s) ON CONFLICT (key) DO NOTHING RETURNING key",
-                        (key, run, step, attempt),
-                    ).fetchone()
-                    inserted = row is not None
-                conn.execute(
-                    "INSERT INTO executions (exec_id, key, run_id, step_id, attempt, pid, "
-                    "inserted, seen_at) VALUES (%s, %s, %s, %s, %s, %s, %s, clock_timestamp())",
-                    (exec_id, key, run, step, attempt, os.getpid(), inserted),
-                )
-            return exec_id
-        except psycopg.OperationalError:
-            _drop_connection()
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-def _d_ended(exec_id: str, budget: float = 60.0) -> None:
-    """The body of execution ``exec_id`` ends now (``ended_at``)."""
-    deadline = time.monotonic() + budget
-    while True:
-        try:
-            conn = _connection()
-            with conn.transaction():
-                conn.execute(
-                    "UPDATE executions SET ended_at = clock_timestamp(), "
-                    "seen_at = clock_timestamp() WHERE exec_id = %s",
-                    (exec_id,),
-                )
-            return
-        except psycopg.OperationalError:
-            _drop_connection()
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 @task
 def timed_effect(*args: Any, sleep: float = 0.0, **kwargs: Any) -> str:
     """Write the step's effect, take ``sleep`` seconds, record when the body ended."""
-    exec_id = _d_started(effect=True)
+    exec_id = _execution_started(effect=True)
     try:
         if sleep:
             time.sleep(sleep)
     finally:
-        _d_ended(exec_id)
+        _execution_mark(exec_id, ended=True, budget=60.0)
     return str(current_run.step_id)
 
 
@@ -360,12 +310,12 @@ def timed_effect(*args: Any, sleep: float = 0.0, **kwargs: Any) -> str:
 def retried5(*args: Any, succeed_on: int = 5, **kwargs: Any) -> int:
     """The README's ``@retry(max_attempts=5)``: raise ``ConnectionError`` before ``succeed_on``."""
     attempt = current_run.attempt
-    exec_id = _d_started(effect=attempt >= succeed_on)
+    exec_id = _execution_started(effect=attempt >= succeed_on)
     try:
         if attempt < succeed_on:
             raise ConnectionError(f"attempt {attempt} failed")
     finally:
-        _d_ended(exec_id)
+        _execution_mark(exec_id, ended=True, budget=60.0)
     return int(attempt)
 
 
@@ -373,12 +323,12 @@ def retried5(*args: Any, succeed_on: int = 5, **kwargs: Any) -> int:
 def times_out_once(*args: Any, first: float = 60.0, **kwargs: Any) -> int:
     """Attempt 1 runs ``first`` seconds (past the step's hard ``timeout``); later ones return."""
     attempt = current_run.attempt
-    exec_id = _d_started(effect=attempt > 1)
+    exec_id = _execution_started(effect=attempt > 1)
     try:
         if attempt == 1:
             time.sleep(first)
     finally:
-        _d_ended(exec_id)
+        _execution_mark(exec_id, ended=True, budget=60.0)
     return int(attempt)
 
 
@@ -386,14 +336,14 @@ def times_out_once(*args: Any, first: float = 60.0, **kwargs: Any) -> int:
 def fails_then_succeeds(*args: Any, sleep: float = 0.0, succeed_on: int = 2, **kwargs: Any) -> int:
     """Before attempt ``succeed_on``: take ``sleep`` seconds, then raise ``ConnectionError``."""
     attempt = current_run.attempt
-    exec_id = _d_started(effect=attempt >= succeed_on)
+    exec_id = _execution_started(effect=attempt >= succeed_on)
     try:
         if attempt < succeed_on:
             if sleep:
                 time.sleep(sleep)
             raise ConnectionError(f"attempt {attempt} failed")
     finally:
-        _d_ended(exec_id)
+        _execution_mark(exec_id, ended=True, budget=60.0)
     return int(attempt)
 
 
