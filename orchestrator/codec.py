@@ -24,6 +24,11 @@ class UnencodableValue(TypeError):
     """A value Celery's JSON cannot encode (the message names its type)."""
 
 
+class Encoded(str):
+    """A value :func:`encode` already encoded (a step's result goes to Redis and to history
+    once encoded, not twice)."""
+
+
 def encode(value: Any) -> str:
     """``value`` as Celery's JSON; :class:`UnencodableValue` names the type it cannot encode."""
     try:
@@ -46,7 +51,7 @@ def revive(stored: Any) -> Any:
 
 def for_postgres(value: Any) -> str:
     """``value`` encoded for a JSONB column: Celery's JSON, with NUL characters replaced."""
-    encoded = encode(value)
+    encoded = str(value) if isinstance(value, Encoded) else encode(value)
     return _strip_nul_escapes(encoded) if _NUL_ESCAPE in encoded else encoded
 
 

@@ -40,7 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from orchestrator.backoff import RetryPolicy
 from orchestrator.breaker import BreakerConfig
 from orchestrator.canvas import CTX_KEY, CanvasBuilder
-from orchestrator.codec import UnencodableValue, encode
+from orchestrator.codec import Encoded, UnencodableValue, encode
 from orchestrator.context import RunContext, reset_current, set_current
 from orchestrator.errors import CircuitOpenError, ServiceUnavailable
 from orchestrator.planner import Plan, StepPlan
@@ -383,7 +383,7 @@ class Step:
 
     def _succeeded(self, result: Any, encoded: str, recheck: bool = False) -> None:
         if not recheck:
-            self._record("succeeded", result=result)
+            self._record("succeeded", result=Encoded(encoded))
         joins = [f"{self.epoch}:{index}" for index in self.info.triggers]
         counts, sinks_done = self.rt.state.finish_step(
             self.run_id, self.step_id, encoded, joins, self.info.sink, self.attempt, self.owner
