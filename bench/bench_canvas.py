@@ -97,9 +97,9 @@ def _flush_redis() -> None:
 def setup_services() -> None:
     """Point this process at the bench services: fresh database and Redis db, tables migrated."""
     os.environ.update(bench_env())
-    from orchestrator.runtime import reset_runtime
+    from orchestrator.engine.runtime import reset_runtime
     from orchestrator.settings import get_settings
-    from orchestrator.tracking.migrate import upgrade
+    from orchestrator.stores.postgres.migrate import upgrade
 
     reset_runtime()
     get_settings.cache_clear()
@@ -111,7 +111,7 @@ def setup_services() -> None:
 
 def teardown_services() -> None:
     """Close our connections, drop the database, flush our Redis db."""
-    from orchestrator.runtime import reset_runtime
+    from orchestrator.engine.runtime import reset_runtime
 
     reset_runtime()
     _admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
@@ -132,7 +132,7 @@ class Worker:
     def __init__(self, log: Path, extra_env: dict[str, str] | None = None) -> None:
         self.log = log
         env = {**os.environ, **bench_env(), **(extra_env or {}), "PYTHONPATH": str(ROOT)}
-        from orchestrator.devserver import worker_argv
+        from orchestrator.dev.server import worker_argv
 
         cmd = worker_argv(f"bench-{os.getpid()}", "-c", "2", loglevel="WARNING")
         with log.open("wb") as out:

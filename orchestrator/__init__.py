@@ -1,10 +1,11 @@
 """orchestrator: workflows as DAGs of Celery tasks, compiled to canvas, tracked in PostgreSQL."""
 
-from orchestrator.api import Step, Workflow
 from orchestrator.app import create_app, task
-from orchestrator.backoff import RetryPolicy, retry
-from orchestrator.breaker import BreakerConfig, circuit_breaker
 from orchestrator.context import current_run
+from orchestrator.core.backoff import RetryPolicy, retry
+from orchestrator.core.breaker import BreakerConfig, circuit_breaker
+from orchestrator.core.spec import RetrySpec, ScheduleSpec, StepSpec, WorkflowSpec
+from orchestrator.engine.runner import RunHandle, StepRun, get_run, list_runs, run_workflow
 from orchestrator.errors import (
     CircuitOpenError,
     CycleError,
@@ -22,9 +23,8 @@ from orchestrator.errors import (
     WorkflowFailed,
     WorkflowNotFound,
 )
-from orchestrator.runner import RunHandle, StepRun, get_run, list_runs, run_workflow
-from orchestrator.spec import RetrySpec, ScheduleSpec, StepSpec, WorkflowSpec
 from orchestrator.status import RunStatus, StepStatus, Trigger
+from orchestrator.workflow import Step, Workflow
 
 Schedule = ScheduleSpec
 

@@ -75,8 +75,8 @@ def get_app() -> Celery:
 
 
 def _after_fork(**_: Any) -> None:
-    from orchestrator.execution import LEASES
-    from orchestrator.runtime import after_fork
+    from orchestrator.engine.execution import LEASES
+    from orchestrator.engine.runtime import after_fork
 
     after_fork()
     LEASES.after_fork()
@@ -84,7 +84,7 @@ def _after_fork(**_: Any) -> None:
 
 def _close_history(**_: Any) -> None:
     # imported here: execution sits beside this module and needs the app itself
-    from orchestrator.execution import shutdown
+    from orchestrator.engine.execution import shutdown
 
     shutdown()
 
@@ -107,21 +107,21 @@ def _setup_logs(logger: Any = None, **_: Any) -> None:
 def _start_monitoring(sender: Any = None, **_: Any) -> None:
     # imported only by a worker that serves it: prometheus-client and http.server stay unloaded
     if get_settings().metrics_port is not None:
-        from orchestrator import monitoring
+        from orchestrator.ops import monitoring
 
         monitoring.start(sender.app, get_settings(), get_settings().metrics_host)
 
 
 def _stop_monitoring(**_: Any) -> None:
     if get_settings().metrics_port is not None:
-        from orchestrator import monitoring
+        from orchestrator.ops import monitoring
 
         monitoring.stop()
 
 
 def _child_monitoring(**_: Any) -> None:
     if get_settings().metrics_port is not None:
-        from orchestrator import monitoring
+        from orchestrator.ops import monitoring
 
         monitoring.forget_inherited()
 
@@ -138,7 +138,7 @@ def task(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
     ``@retry`` and ``@circuit_breaker`` applied below ``@task`` become the task's
     ``retry_policy`` and ``breaker``.
     """
-    from orchestrator.execution import StepTask
+    from orchestrator.engine.execution import StepTask
 
     def register(func: Callable[..., Any]) -> Any:
         extra = {k: getattr(func, k) for k in ("retry_policy", "breaker") if hasattr(func, k)}

@@ -17,11 +17,14 @@ import click
 from celery import signals
 from kombu import Exchange, Queue
 
-from orchestrator import forksafe, kombu_fixes, recovery, registry
-from orchestrator.periodic import install as install_schedules
-from orchestrator.runtime import runtime
+from orchestrator.core import registry
+from orchestrator.engine.runtime import runtime
+from orchestrator.ops import forksafe
+from orchestrator.ops import reconciler as recovery
+from orchestrator.ops.periodic import install as install_schedules
 from orchestrator.settings import Settings
-from orchestrator.stores.redis_checks import check_eviction_policies
+from orchestrator.stores.redis import kombu_fixes
+from orchestrator.stores.redis.checks import check_eviction_policies
 
 FLOWER_AUTH_VAR = "ORCHESTRATOR_FLOWER_BASIC_AUTH"
 FLOWER_HOW_TO = (
@@ -81,7 +84,7 @@ install_schedules(app)  # beat's tasks, and one beat entry per workflow schedule
 
 @signals.worker_init.connect(weak=False)
 def _prepare_main_process(**_: Any) -> None:
-    # before the pool forks and before any thread of ours starts (orchestrator.forksafe)
+    # before the pool forks and before any thread of ours starts (orchestrator.ops.forksafe)
     forksafe.prepare(_rt)
 
 

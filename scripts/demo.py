@@ -18,12 +18,12 @@ from typing import Any
 
 from orchestrator.app import celery_config, get_app
 from orchestrator.cli.output import duration, table
-from orchestrator.devserver import Backends, migrate, open_backends, shown, worker_service
+from orchestrator.dev.server import Backends, migrate, open_backends, shown, worker_service
+from orchestrator.dev.supervision import Service, interrupt_on_signals, stop_services, uninterrupted
+from orchestrator.engine.runner import RunHandle
+from orchestrator.engine.runtime import reset_runtime
 from orchestrator.errors import WorkflowFailed
-from orchestrator.runner import RunHandle
-from orchestrator.runtime import reset_runtime
 from orchestrator.settings import get_settings, redact
-from orchestrator.supervision import Service, interrupt_on_signals, stop_services, uninterrupted
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / ".orchestrator" / "demo"

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def upgrade(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import OperationalError
 
-    from orchestrator.tracking.migrate import upgrade as migrate
+    from orchestrator.stores.postgres.migrate import upgrade as migrate
 
     settings = get_settings()
     try:

@@ -34,7 +34,7 @@ def _positive(text: str) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from orchestrator.devserver import DevOptions, run
+    from orchestrator.dev.server import DevOptions, run
 
     options = DevOptions(args.data_dir, args.concurrency, beat=args.beat, flower=args.flower)
     return run(options)

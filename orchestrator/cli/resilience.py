@@ -8,9 +8,9 @@ from dataclasses import asdict
 from typing import Any
 
 from orchestrator.cli.output import emit_json, table
+from orchestrator.engine.runner import get_run
+from orchestrator.engine.runtime import runtime
 from orchestrator.errors import OrchestratorError
-from orchestrator.runner import get_run
-from orchestrator.runtime import runtime
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

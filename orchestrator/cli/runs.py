@@ -8,12 +8,12 @@ import sys
 from typing import Any
 
 from orchestrator.cli.output import as_dict, color_enabled, duration, emit_json, table
+from orchestrator.core.render import GraphNode, to_text
+from orchestrator.engine.runner import RunHandle, get_run, list_runs, resolve, run_workflow
 from orchestrator.errors import InputError, WorkflowFailed
-from orchestrator.render import GraphNode, to_text
-from orchestrator.runner import RunHandle, get_run, list_runs, resolve, run_workflow
+from orchestrator.records import RunRecord, StepRecord
 from orchestrator.settings import get_settings
 from orchestrator.status import Trigger
-from orchestrator.tracking.store import RunRecord, StepRecord
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -209,7 +209,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def graph_nodes(handle: RunHandle, steps: list[StepRecord]) -> list[GraphNode]:
-    from orchestrator.runtime import runtime
+    from orchestrator.engine.runtime import runtime
 
     record = handle.record()
     spec_data = runtime().store.load_spec(record.workflow_version) or {"steps": []}

@@ -7,11 +7,11 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator import registry
 from orchestrator.cli.output import emit_json, table
-from orchestrator.runtime import runtime
-from orchestrator.schedule import describe_schedule, next_fire
-from orchestrator.spec import WorkflowSpec
+from orchestrator.core import registry
+from orchestrator.core.spec import WorkflowSpec
+from orchestrator.engine.runtime import runtime
+from orchestrator.ops.schedule import describe_schedule, next_fire
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

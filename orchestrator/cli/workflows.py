@@ -6,12 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from orchestrator import registry, render
 from orchestrator.cli.output import emit_json
+from orchestrator.core import registry, render
+from orchestrator.core.spec import WorkflowSpec, check_tasks
+from orchestrator.engine.runner import get_run, resolve
+from orchestrator.engine.runtime import runtime
 from orchestrator.errors import OrchestratorError
-from orchestrator.runner import get_run, resolve
-from orchestrator.runtime import runtime
-from orchestrator.spec import WorkflowSpec, check_tasks
 
 FORMATS = ("mermaid", "dot", "svg", "png", "text")
 

@@ -15,7 +15,7 @@ when the test fails; removed when it passes):
   second or two; without AOF (RDB snapshots only, or nothing) a kill loses everything since the
   last snapshot, and queued steps then come back only through the reconciler's stall detection
   (``ORCHESTRATOR_STALL_TIMEOUT``, 5 minutes by default).
-* PostgreSQL 16 from ``pgserver``: a cluster initialised (``orchestrator.embedded._initdb``),
+* PostgreSQL 16 from ``pgserver``: a cluster initialised (``orchestrator.dev.embedded._initdb``),
   migrated (Alembic ``upgrade``) and given the ``effects``/``executions`` tables of
   ``tests/faults/effects.py`` once per session, copied per test, and run with ``pg_ctl`` so a test
   can ``pg_ctl restart -m immediate`` it (every backend killed, then crash recovery).
@@ -86,8 +86,8 @@ import psycopg
 import pytest
 import redis
 
-from orchestrator.devserver import worker_argv
-from orchestrator.supervision import alive, free_port
+from orchestrator.dev.server import worker_argv
+from orchestrator.dev.supervision import alive, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACT = ROOT / "artifacts" / "faults.json"
@@ -176,7 +176,7 @@ def tail(path: Path, lines: int = 60) -> str:
 def reset_orchestrator() -> None:
     """Point orchestrator in this process at the current ``os.environ`` (and drop connections)."""
     from orchestrator import app as app_module
-    from orchestrator import runtime as rt_module
+    from orchestrator.engine import runtime as rt_module
     from orchestrator.settings import get_settings
 
     current = rt_module._runtime
@@ -301,7 +301,7 @@ class RedisServer:
 
 
 def _pg_bin() -> Path:
-    from orchestrator.embedded import _package_dir
+    from orchestrator.dev.embedded import _package_dir
 
     return _package_dir("pgserver") / "pginstall" / "bin"
 
@@ -311,7 +311,7 @@ def _pg_user() -> dict[str, Any]:
         return {}
     import pwd
 
-    from orchestrator.embedded import PG_OS_USER
+    from orchestrator.dev.embedded import PG_OS_USER
 
     entry = pwd.getpwnam(PG_OS_USER)
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
@@ -321,7 +321,7 @@ class PostgresServer:
     """A PostgreSQL cluster driven with ``pg_ctl`` (so it can be restarted ``-m immediate``)."""
 
     def __init__(self, root: Path, template: Path | None = None) -> None:
-        from orchestrator.embedded import _initdb, _pg_account
+        from orchestrator.dev.embedded import _initdb, _pg_account
 
         self.root = root / "postgres"
         user = _pg_account(self.root)  # the directory, owned by the account postgres runs as
@@ -377,8 +377,8 @@ class PostgresServer:
 
 def build_template(root: Path) -> Path:
     """A PostgreSQL data dir with the ``orchestrator`` database migrated and the effect tables."""
-    from orchestrator.embedded import _create_database
-    from orchestrator.tracking.migrate import upgrade
+    from orchestrator.dev.embedded import _create_database
+    from orchestrator.stores.postgres.migrate import upgrade
     from tests.faults.effects import TABLES
 
     server = PostgresServer(root)

@@ -77,8 +77,8 @@ from typing import Any
 import pytest
 
 from orchestrator import Workflow
-from orchestrator.planner import build_plan
-from orchestrator.runner import RunHandle
+from orchestrator.core.planner import build_plan
+from orchestrator.engine.runner import RunHandle
 from orchestrator.settings import Settings
 from tests.faults import effects
 from tests.faults.conftest import DEFAULT_ENV, TERMINAL, TUNED, Cluster, Outcome, Worker

@@ -2,7 +2,7 @@
 
 With ``ORCHESTRATOR_BROKER_URL``/``ORCHESTRATOR_REDIS_URL`` and ``ORCHESTRATOR_DATABASE_URL`` set,
 the tests use those servers, in a database and Redis db number of their own that they drop
-afterwards; without them they start embedded Redis and PostgreSQL (``orchestrator.embedded``).
+afterwards; without them they start embedded Redis and PostgreSQL (``orchestrator.dev.embedded``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 import redis
 from sqlalchemy.engine import make_url
 
-from orchestrator.devserver import worker_argv
+from orchestrator.dev.server import worker_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 SESSION = uuid.uuid4().hex
@@ -53,7 +53,7 @@ def _base_urls(tmp: Path) -> tuple[str, str, Any]:
     db_url = os.environ.get("ORCHESTRATOR_DATABASE_URL")
     if redis_url and db_url:
         return redis_url, db_url, None
-    from orchestrator.embedded import start_embedded
+    from orchestrator.dev.embedded import start_embedded
 
     # outside pytest's 0700 temp root: PostgreSQL runs as its own account when we are root
     data = Path(tempfile.mkdtemp(prefix="orchestrator-test-"))
@@ -85,7 +85,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     client.flushdb()
     client.set("orchestrator:test-session", SESSION, ex=3600)
     from orchestrator.settings import get_settings
-    from orchestrator.tracking.migrate import upgrade
+    from orchestrator.stores.postgres.migrate import upgrade
 
     upgrade(get_settings().sqlalchemy_url)
     yield env
@@ -103,7 +103,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
 
 def _reset_orchestrator() -> None:
     from orchestrator import app as app_module
-    from orchestrator.runtime import reset_runtime
+    from orchestrator.engine.runtime import reset_runtime
     from orchestrator.settings import get_settings
 
     reset_runtime()

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 import redis
 
-from orchestrator.embedded import EmbeddedError, EmbeddedServers, embedded, start_embedded
+from orchestrator.dev.embedded import EmbeddedError, EmbeddedServers, embedded, start_embedded
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,7 +98,7 @@ def test_recovers_from_a_killed_run(data_dir: Path) -> None:
     # A run SIGKILLed while its servers were up: they keep running, with their pid files.
     script = (
         "import sys, time; from pathlib import Path; "
-        "from orchestrator.embedded import start_embedded; "
+        "from orchestrator.dev.embedded import start_embedded; "
         "s = start_embedded(Path(sys.argv[1])); print(s.redis_pid, s.postgres_pid, flush=True); "
         "time.sleep(120)"
     )

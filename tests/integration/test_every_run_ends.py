@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from orchestrator import Workflow, WorkflowFailed, run_workflow
-from orchestrator.canvas import CanvasBuilder
-from orchestrator.recovery import recover_run
-from orchestrator.runtime import Runtime, runtime
-from orchestrator.stores.runs import key as run_key
-from orchestrator.tracking.writer import StepEvent
+from orchestrator.engine.canvas import CanvasBuilder
+from orchestrator.engine.runtime import Runtime, runtime
+from orchestrator.ops.reconciler import recover_run
+from orchestrator.records import StepEvent
+from orchestrator.stores.redis.runs import key as run_key
 from tests.integration import workload
 from tests.integration.waiting import eventually
 
@@ -321,7 +321,7 @@ def test_a_dead_letter_is_replayed_once(worker: Any) -> None:
 def test_a_backlog_is_not_taken_for_a_stall_but_a_lost_message_is(
     parked_run: Callable[[], str],
 ) -> None:
-    from orchestrator.recovery import Reconciler
+    from orchestrator.ops.reconciler import Reconciler
     from orchestrator.settings import Settings
 
     # Given a reconciler with a 1 s stall timeout, and a run whose step waits in its queue
@@ -340,7 +340,7 @@ def test_a_backlog_is_not_taken_for_a_stall_but_a_lost_message_is(
 
 
 def test_the_reconciler_finishes_a_run_whose_output_is_typed(parked_run: Callable[[], str]) -> None:
-    from orchestrator.recovery import Reconciler
+    from orchestrator.ops.reconciler import Reconciler
 
     # Given a run whose only step succeeded with a datetime, but whose end was never written
     rt = runtime()
@@ -400,7 +400,7 @@ def test_a_step_failing_after_its_run_was_cancelled_is_not_retried(worker: Any) 
 def test_a_running_step_of_an_ended_run_whose_worker_died_is_failed(
     parked_run: Callable[[], str],
 ) -> None:
-    from orchestrator.recovery import Reconciler
+    from orchestrator.ops.reconciler import Reconciler
     from orchestrator.settings import Settings
 
     # Given a failed run with a step recorded running whose process died (no lease)
@@ -422,7 +422,7 @@ def test_a_running_step_of_an_ended_run_whose_worker_died_is_failed(
 def test_a_step_skipped_by_its_runs_failure_that_did_run_records_its_outcome(
     parked_run: Callable[[], str],
 ) -> None:
-    from orchestrator.tracking.writer import RunFinal
+    from orchestrator.records import RunFinal
 
     # Given a run failed while a step's events were still on their way (it looks unstarted)
     rt = runtime()

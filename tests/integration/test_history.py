@@ -15,10 +15,11 @@ import pytest
 from sqlalchemy import Engine
 
 from orchestrator import Workflow
-from orchestrator.runtime import runtime
+from orchestrator.engine.runtime import runtime
+from orchestrator.records import Event, NewRun, NewStep, RunFinal, StepEvent
 from orchestrator.settings import get_settings
-from orchestrator.tracking.store import HistoryStore, NewRun, NewStep
-from orchestrator.tracking.writer import Event, HistoryWriter, RunFinal, StepEvent
+from orchestrator.stores.postgres.store import HistoryStore
+from orchestrator.stores.postgres.writer import HistoryWriter
 from tests.integration import workload
 
 pytestmark = pytest.mark.integration

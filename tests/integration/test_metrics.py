@@ -222,8 +222,8 @@ def test_json_log_lines_carry_the_run_step_task_and_attempt(endpoint: Endpoint) 
 
 
 def test_circuit_breaker_state_is_reported(endpoint: Endpoint, servers: dict[str, str]) -> None:
-    from orchestrator.breaker import BreakerConfig
-    from orchestrator.stores import RedisBreakerStore
+    from orchestrator.core.breaker import BreakerConfig
+    from orchestrator.stores.redis.breakers import RedisBreakerStore
 
     # Given a breaker opened by one failure
     store = RedisBreakerStore(redis.Redis.from_url(servers["ORCHESTRATOR_REDIS_URL"]))

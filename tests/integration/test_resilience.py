@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from orchestrator import Workflow, WorkflowFailed
-from orchestrator.runtime import runtime
+from orchestrator.engine.runtime import runtime
 from tests.integration import workload
 from tests.integration.waiting import eventually
 

@@ -24,11 +24,11 @@ from prometheus_client.core import Metric
 from sqlalchemy import Engine, TextClause, create_engine, text
 from sqlalchemy.engine import make_url
 
-from orchestrator import metrics
-from orchestrator.metrics import HistoryCollector, fold_deltas
-from orchestrator.tracking import store
-from orchestrator.tracking.migrate import upgrade
-from orchestrator.tracking.store import HistoryStore
+from orchestrator.ops import metrics
+from orchestrator.ops.metrics import HistoryCollector, fold_deltas
+from orchestrator.stores.postgres import store
+from orchestrator.stores.postgres.migrate import upgrade
+from orchestrator.stores.postgres.store import HistoryStore
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ import yaml
 from sqlalchemy import text
 
 from orchestrator import RunNotFound, Workflow, get_run, list_runs
-from orchestrator.periodic import cleanup
-from orchestrator.runtime import runtime
-from orchestrator.tracking.store import RunRecord
+from orchestrator.engine.runtime import runtime
+from orchestrator.ops.periodic import cleanup
+from orchestrator.records import RunRecord
 from tests.integration import workload
 from tests.integration.conftest import ROOT
 

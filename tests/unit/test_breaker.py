@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from orchestrator import circuit_breaker
-from orchestrator.breaker import BreakerConfig, BreakerState, decide, record
-from orchestrator.stores.breakers import MemoryBreakerStore
+from orchestrator.core.breaker import BreakerConfig, BreakerState, decide, record
+from orchestrator.stores.redis.breakers import MemoryBreakerStore
 
 
 class Clock:

@@ -1,4 +1,4 @@
-"""Unit tests for orchestrator.canvas: plan segments become Celery chain, group and chord."""
+"""Unit tests for orchestrator.engine.canvas: plan segments become Celery chain, group and chord."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from celery import Celery
 from celery.canvas import Signature, _chain, chord, group
 
-from orchestrator.canvas import CTX_KEY, CanvasBuilder, task_id
-from orchestrator.planner import build_plan
-from orchestrator.spec import WorkflowSpec
+from orchestrator.core.planner import build_plan
+from orchestrator.core.spec import WorkflowSpec
+from orchestrator.engine.canvas import CTX_KEY, CanvasBuilder, task_id
 
 RUN_ID = "6f1c2b1e-5a4d-4c3b-8a29-0123456789ab"
 INPUTS = {"source": "s3://bucket/day"}

@@ -10,7 +10,7 @@ import pytest
 import redis
 from kombu.transport import redis as kombu_redis
 
-from orchestrator import kombu_fixes
+from orchestrator.stores.redis import kombu_fixes
 
 
 def _channel(transport: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Unit tests for orchestrator.metrics: history rows and breaker states become Prometheus text."""
+"""Unit tests for orchestrator.ops.metrics: history rows and breakers become Prometheus text."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from orchestrator.metrics import (
+from orchestrator.ops.metrics import (
     RUN_BUCKETS,
     TASK_BUCKETS,
     HistoryCollector,
@@ -104,7 +104,7 @@ def test_a_scrape_while_postgresql_is_down_says_so_and_still_reports_breakers() 
 
 def test_the_trigger_functions_bucket_durations_as_the_histograms_do() -> None:
     # migration 0003 writes its bucket bounds into SQL; a change to them needs a new migration
-    path = next((ROOT / "orchestrator/tracking/migrations/versions").glob("0003_*.py"))
+    path = next((ROOT / "orchestrator/stores/postgres/migrations/versions").glob("0003_*.py"))
     spec = importlib.util.spec_from_file_location("migration_0003", path)
     assert spec is not None and spec.loader is not None
     migration = importlib.util.module_from_spec(spec)

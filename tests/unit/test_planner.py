@@ -1,4 +1,4 @@
-"""Unit tests for orchestrator.planner: a DAG becomes canvas segments with exact waiting."""
+"""Unit tests for orchestrator.core.planner: a DAG becomes canvas segments with exact waiting."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from itertools import count
 
 import pytest
 
-from orchestrator.planner import (
+from orchestrator.core.planner import (
     MAX_MESSAGE_SIGS,
     Expr,
     Parallel,
@@ -23,7 +23,7 @@ from orchestrator.planner import (
     topological_order,
     transitive_reduction,
 )
-from orchestrator.spec import WorkflowSpec
+from orchestrator.core.spec import WorkflowSpec
 
 Parents = dict[str, list[str]]
 
@@ -266,8 +266,8 @@ def test_done_steps_are_left_out_of_a_retried_plan() -> None:
 
 SCRIPT = """
 import random
-from orchestrator.planner import build_plan
-from orchestrator.spec import WorkflowSpec
+from orchestrator.core.planner import build_plan
+from orchestrator.core.spec import WorkflowSpec
 rng = random.Random(5)
 for n in (4, 12, 30):
     steps = [{"id": f"s{j}", "task": "t", "after": [f"s{i}" for i in range(j) if rng.random() < .3]}

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from orchestrator.settings import Settings
-from orchestrator.stores.redis_checks import (
+from orchestrator.stores.redis.checks import (
     check_eviction_policies,
     eviction_warning,
     maxmemory_policy,

@@ -1,4 +1,4 @@
-"""Unit tests for orchestrator.render: Mermaid, DOT, SVG, PNG and text drawings of a DAG."""
+"""Unit tests for orchestrator.core.render: Mermaid, DOT, SVG, PNG and text drawings of a DAG."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from PIL import Image
 
-from orchestrator.render import (
+from orchestrator.core.render import (
     MAX_PNG_SIDE,
     STATUSES,
     STYLES,

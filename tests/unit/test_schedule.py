@@ -11,11 +11,13 @@ import pytest
 import redis
 from celery import Celery
 
-from orchestrator import periodic, registry
 from orchestrator.cli import main
+from orchestrator.core import registry
+from orchestrator.core.spec import WorkflowSpec
 from orchestrator.errors import ScheduleError, ServiceUnavailable
-from orchestrator.periodic import install
-from orchestrator.schedule import (
+from orchestrator.ops import periodic
+from orchestrator.ops.periodic import install
+from orchestrator.ops.schedule import (
     CLEANUP_ENTRY,
     CLEANUP_TASK,
     ENTRY_PREFIX,
@@ -31,8 +33,7 @@ from orchestrator.schedule import (
     next_fire,
     previous_fire,
 )
-from orchestrator.spec import WorkflowSpec
-from orchestrator.tracking.housekeeping import TRANSIENT_ERRORS
+from orchestrator.stores.postgres.housekeeping import TRANSIENT_ERRORS
 
 
 def at(text: str) -> datetime:

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator import registry
-from orchestrator.api import Step, Workflow
+from orchestrator.core import registry
+from orchestrator.core.spec import WorkflowSpec, check_inputs, check_tasks, parse_spec
 from orchestrator.errors import (
     CycleError,
     DuplicateStepError,
@@ -28,7 +28,7 @@ from orchestrator.errors import (
     ValidationError,
     WorkflowNotFound,
 )
-from orchestrator.spec import WorkflowSpec, check_inputs, check_tasks, parse_spec
+from orchestrator.workflow import Step, Workflow
 
 ETL_YAML = Path(__file__).resolve().parents[2] / "config" / "workflows" / "etl.yaml"
 
@@ -216,8 +216,8 @@ def test_a_task_of_a_module_merely_named_like_celery_is_a_step(catalog: FakeCata
 
 @pytest.mark.parametrize("source", ["python", "yaml"])
 def test_a_step_retry_overrides_only_the_fields_it_names(source: str) -> None:
-    from orchestrator.backoff import RetryPolicy
-    from orchestrator.execution import effective_policy
+    from orchestrator.core.backoff import RetryPolicy
+    from orchestrator.engine.execution import effective_policy
 
     # Given a task whose @retry retries ConnectionError only, 0.5 s apart, without jitter
     own = RetryPolicy(max_attempts=2, base_delay=0.5, jitter=False, on=(ConnectionError,))

@@ -12,11 +12,8 @@ from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from orchestrator import codec
-from orchestrator.tracking.writer import (
-    DeadLetterEvent,
-    RunFinal,
-    SkipSteps,
-    StepEvent,
+from orchestrator.records import DeadLetterEvent, RunFinal, SkipSteps, StepEvent
+from orchestrator.stores.postgres.writer import (
     _dead_params,
     _reason,
     _step_params,
@@ -143,7 +140,7 @@ def test_describe_names_the_run_step_and_attempt() -> None:
 
 def test_a_process_holds_at_most_two_postgresql_connections() -> None:
     # a worker with -c 32 must not open ~200 connections: one engine per process, 1 + 1 overflow
-    from orchestrator.tracking.store import HistoryStore
+    from orchestrator.stores.postgres.store import HistoryStore
 
     engine = HistoryStore("postgresql+psycopg://u@127.0.0.1:1/db").engine
     try:

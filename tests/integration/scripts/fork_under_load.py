@@ -17,11 +17,11 @@ import time
 from typing import Any
 
 import orchestrator.worker as worker_module
-from orchestrator import forksafe
-from orchestrator.maintenance import _publish
-from orchestrator.recovery import Reconciler, recover_run
-from orchestrator.runtime import PlanKey, after_fork, runtime
-from orchestrator.stores.delays import DelayPump
+from orchestrator.engine.runtime import PlanKey, after_fork, runtime
+from orchestrator.ops import forksafe
+from orchestrator.ops.maintenance import _publish
+from orchestrator.ops.reconciler import Reconciler, recover_run
+from orchestrator.stores.redis.delays import DelayPump
 
 rt = worker_module._rt
 if "--no-prepare" not in sys.argv:

@@ -1,0 +1,95 @@
+"""Workflows by name: defined in Python, or YAML under ``ORCHESTRATOR_WORKFLOWS_PATH``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.core.spec import WorkflowSpec, parse_spec
+from orchestrator.errors import ValidationError, WorkflowNotFound
+
+log = logging.getLogger("orchestrator")
+_lock = threading.Lock()
+_workflows: dict[str, WorkflowSpec] = {}
+_builders: dict[str, Any] = {}  # Python ``Workflow`` objects, validated when first looked up
+_loaded_paths: set[str] = set()
+
+
+def register(spec: WorkflowSpec) -> WorkflowSpec:
+    """Make ``spec`` findable by name (the newest definition of a name wins)."""
+    with _lock:
+        _workflows[spec.name] = spec
+        _builders.pop(spec.name, None)
+    return spec
+
+
+def add_builder(name: str, builder: Any) -> None:
+    """Register a Python ``Workflow`` by name; its spec is built when it is looked up."""
+    with _lock:
+        _builders[name] = builder
+
+
+def _materialize(name: str | None = None) -> None:
+    """Build the specs of registered Python workflows (of ``name`` only, when given).
+
+    Looking one up by name raises its validation error; listing all skips the invalid ones.
+    """
+    with _lock:
+        names = [name] if name is not None else list(_builders)
+        builders = [(n, _builders.pop(n)) for n in names if n in _builders]
+    for found, builder in builders:
+        try:
+            register(builder.spec)
+        except ValidationError:
+            if name is not None:
+                raise
+            log.warning("workflow %r is not valid; skipped", found)
+
+
+def load_file(path: Path) -> WorkflowSpec:
+    """Parse and register one YAML workflow file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValidationError(path.stem, f"{path} is not valid YAML: {exc}") from exc
+    return register(parse_spec(data, source=str(path)))
+
+
+def load_path(path: str | Path) -> list[WorkflowSpec]:
+    """Register every ``*.yaml``/``*.yml`` under ``path`` (a directory or a single file)."""
+    root = Path(path)
+    if root.is_file():
+        return [load_file(root)]
+    if not root.is_dir():
+        return []
+    files = sorted([*root.glob("*.yaml"), *root.glob("*.yml")])
+    specs = [load_file(f) for f in files]
+    with _lock:
+        _loaded_paths.add(str(root.resolve()))
+    return specs
+
+
+def ensure_loaded(path: str | Path) -> None:
+    """Load ``path`` once per process."""
+    if str(Path(path).resolve()) not in _loaded_paths:
+        load_path(path)
+
+
+def get(name: str) -> WorkflowSpec:
+    _materialize(name)
+    with _lock:
+        spec = _workflows.get(name)
+        known = list(_workflows)
+    if spec is None:
+        raise WorkflowNotFound(name, known)
+    return spec
+
+
+def all_workflows() -> list[WorkflowSpec]:
+    _materialize()
+    with _lock:
+        return list(_workflows.values())

@@ -1,0 +1,305 @@
+"""The workflow model (``WorkflowSpec``) and every check that runs before anything is published.
+
+Python (``Workflow``/``step()``) and YAML both build this one pydantic model. Structural checks
+(empty, duplicate ids, unknown dependencies, cycles, schedule) run when the model is built; checks
+that need the registered tasks (unknown task, what a step's function can accept, inputs) take a
+:class:`TaskCatalog`, so this module stays free of Celery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from functools import cached_property
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from orchestrator.core.cron import Cron
+from orchestrator.errors import (
+    CycleError,
+    DuplicateStepError,
+    EmptyWorkflowError,
+    InputError,
+    ScheduleError,
+    UnknownDependencyError,
+    UnknownTaskError,
+    ValidationError,
+)
+
+
+class TaskCatalog(Protocol):
+    """Where the registered tasks are looked up: the signature of a task's function, or None."""
+
+    def signature_of(self, name: str) -> inspect.Signature | None: ...
+
+
+class RetrySpec(BaseModel):
+    """A step's overrides of its task's ``@retry`` policy (see ``orchestrator.retry``).
+
+    Only the fields a step names override the task's policy; a field left out stays ``None``
+    (also after the spec's JSON round trip through PostgreSQL) and keeps the task's value, or
+    the default of ``RetryPolicy`` when the task has no ``@retry``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_attempts: int | None = Field(None, ge=1)
+    base_delay: float | None = Field(None, ge=0)
+    backoff: float | None = Field(None, ge=1)
+    max_delay: float | None = Field(None, ge=0)
+    jitter: bool | None = None
+    on: tuple[str, ...] | None = None
+    """Exception class names that are retried; unset or empty keeps the task's."""
+
+    def overrides(self) -> dict[str, Any]:
+        """The fields this step names, for ``RetryPolicy.merged``."""
+        return self.model_dump(exclude_none=True)
+
+
+class StepSpec(BaseModel):
+    """One step: a task, the steps it runs after, and per-step options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    task: str = Field(min_length=1)
+    after: tuple[str, ...] = ()
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    queue: str | None = None
+    retry: RetrySpec | None = None
+    timeout: float | None = Field(None, gt=0)
+    soft_timeout: float | None = Field(None, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Any other Celery task option (priority, routing_key, ...)."""
+
+    @field_validator("after", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        if value is None:
+            return ()
+        return (value,) if isinstance(value, str) else value
+
+
+class ScheduleSpec(BaseModel):
+    """When beat starts runs: a cron expression or a fixed interval, with the runs' inputs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cron: str | None = None
+    every: float | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    overlap: Literal["skip", "allow"] = "skip"
+
+
+class WorkflowSpec(BaseModel):
+    """A validated workflow: a named DAG of steps, optionally with a schedule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    schedule: ScheduleSpec | None = None
+    deadline: float | None = Field(None, gt=0)
+    steps: tuple[StepSpec, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schedule_shorthand(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("schedule"), str):
+            data = {**data, "schedule": {"cron": data["schedule"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _check_structure(self) -> WorkflowSpec:
+        check_structure(self)
+        return self
+
+    def step(self, step_id: str) -> StepSpec:
+        """The step with this id."""
+        return self._by_id[step_id]
+
+    @cached_property
+    def _by_id(self) -> dict[str, StepSpec]:
+        return {s.id: s for s in self.steps}
+
+    @property
+    def roots(self) -> list[str]:
+        """Steps with no dependency, in declaration order."""
+        return [s.id for s in self.steps if not s.after]
+
+    @cached_property
+    def sinks(self) -> list[str]:
+        """Steps nothing depends on, in declaration order."""
+        used = {dep for s in self.steps for dep in s.after}
+        return [s.id for s in self.steps if s.id not in used]
+
+    @cached_property
+    def version(self) -> str:
+        """A hash of everything that affects execution; equal specs share it."""
+        body = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+# -- structural checks ------------------------------------------------------------------------
+
+
+def check_structure(spec: WorkflowSpec) -> None:
+    """Empty workflow, duplicate ids, unknown dependencies, cycles and the schedule."""
+    if not spec.steps:
+        raise EmptyWorkflowError(spec.name, "has no steps; add at least one with .step() or steps:")
+    seen: set[str] = set()
+    for step in spec.steps:
+        if step.id in seen:
+            raise DuplicateStepError(
+                spec.name, "is defined twice; give each step its own id", step.id
+            )
+        seen.add(step.id)
+    for step in spec.steps:
+        for dep in step.after:
+            if dep not in seen:
+                raise UnknownDependencyError(
+                    spec.name, f"runs after {dep!r}, which is not a step of this workflow", step.id
+                )
+    cycle = find_cycle({s.id: list(s.after) for s in spec.steps})
+    if cycle:
+        raise CycleError(spec.name, cycle)
+    if spec.schedule is not None:
+        check_schedule(spec.name, spec.schedule)
+
+
+def find_cycle(parents: dict[str, list[str]]) -> list[str] | None:
+    """A cycle in the dependency graph as a list of step ids in dependency order, or None."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    for start in parents:
+        if state.get(start):
+            continue
+        path: list[str] = []
+        stack: list[tuple[str, int]] = [(start, 0)]
+        while stack:
+            node, index = stack.pop()
+            if index == 0:
+                state[node] = 1
+                path.append(node)
+            deps = parents[node]
+            if index < len(deps):
+                stack.append((node, index + 1))
+                dep = deps[index]
+                if state.get(dep) == 1:
+                    return _rotate(list(reversed(path[path.index(dep) :])), list(parents))
+                if not state.get(dep):
+                    stack.append((dep, 0))
+            else:
+                state[node] = 2
+                path.pop()
+    return None
+
+
+def _rotate(cycle: list[str], declared: list[str]) -> list[str]:
+    """The cycle starting from its first-declared step, for a stable, readable message."""
+    start = min(range(len(cycle)), key=lambda i: declared.index(cycle[i]))
+    return cycle[start:] + cycle[:start]
+
+
+def check_schedule(workflow: str, schedule: ScheduleSpec) -> None:
+    """A schedule has exactly one of cron and every, and each parses."""
+    if (schedule.cron is None) == (schedule.every is None):
+        raise ScheduleError(workflow, "schedule needs exactly one of `cron` and `every`")
+    if schedule.every is not None and schedule.every <= 0:
+        raise ScheduleError(workflow, f"schedule every={schedule.every} must be > 0 seconds")
+    if schedule.cron is not None:
+        check_cron(workflow, schedule.cron)
+
+
+def check_cron(workflow: str, expr: str) -> None:
+    """A five-field cron expression (minute hour day-of-month month day-of-week)."""
+    Cron.parse(expr, workflow)
+
+
+# -- checks against the registered tasks -------------------------------------------------------
+
+
+RESERVED_TASK_PREFIXES = {"celery.": "Celery", "orchestrator.": "orchestrator"}
+"""Task names of Celery's own tasks (``celery.chord_unlock``, ...) and of the framework's
+(``orchestrator.run_deadline``, beat's fire task, ...): registered, but never a step."""
+
+
+def check_tasks(spec: WorkflowSpec, catalog: TaskCatalog) -> None:
+    """Every task is registered, and each function can take what its step will receive."""
+    for step in spec.steps:
+        _check_not_reserved(spec, step)
+        sig = catalog.signature_of(step.task)
+        if sig is None:
+            raise UnknownTaskError(
+                spec.name,
+                f"task {step.task!r} is not registered; decorate it with @task and list its module "
+                "in ORCHESTRATOR_TASK_MODULES",
+                step.id,
+            )
+        if step.after:
+            _check_bind(spec, step, sig, (object(),), step.kwargs, "its parents' result and kwargs")
+
+
+def _check_not_reserved(spec: WorkflowSpec, step: StepSpec) -> None:
+    for prefix, owner in RESERVED_TASK_PREFIXES.items():
+        if step.task.startswith(prefix):
+            raise UnknownTaskError(
+                spec.name,
+                f"task {step.task!r} is one of {owner}'s own tasks and cannot be a workflow "
+                "step; name a task of yours, decorated with @task in a module listed in "
+                "ORCHESTRATOR_TASK_MODULES",
+                step.id,
+            )
+
+
+def check_inputs(spec: WorkflowSpec, inputs: dict[str, Any], catalog: TaskCatalog) -> None:
+    """The inputs are a JSON object that every root step's function accepts."""
+    if not isinstance(inputs, dict) or not all(isinstance(k, str) for k in inputs):
+        raise InputError(spec.name, "inputs must be a mapping of names to values")
+    try:
+        same = json.loads(json.dumps(inputs, allow_nan=False)) == inputs
+    except (TypeError, ValueError) as exc:
+        raise InputError(
+            spec.name, f"inputs are not JSON-serializable ({exc}); pass plain JSON values"
+        ) from exc
+    if not same:
+        raise InputError(
+            spec.name,
+            "inputs would change on the way to the steps (JSON has no tuples and "
+            "only string keys); pass lists and string keys",
+        )
+    for step in spec.steps:
+        sig = catalog.signature_of(step.task)
+        if not step.after and sig is not None:
+            _check_bind(spec, step, sig, (), {**inputs, **step.kwargs}, "the run's inputs")
+
+
+def _check_bind(
+    spec: WorkflowSpec,
+    step: StepSpec,
+    sig: inspect.Signature,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    what: str,
+) -> None:
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError as exc:
+        given = ", ".join(sorted(kwargs)) or "no keyword arguments"
+        raise InputError(
+            spec.name,
+            f"task {step.task}{sig} cannot be called with {what} ({given}): {exc}",
+            step.id,
+        ) from exc
+
+
+def parse_spec(data: Any, source: str = "<python>") -> WorkflowSpec:
+    """Build a spec from plain data (a parsed YAML document), naming ``source`` on errors."""
+    if not isinstance(data, dict):
+        raise ValidationError(source, "a workflow document must be a mapping with name and steps")
+    try:
+        return WorkflowSpec.model_validate(data)
+    except ValueError as exc:  # pydantic's own error type derives from ValueError
+        name = str(data.get("name") or source)
+        raise ValidationError(name, f"invalid workflow definition in {source}: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Development: embedded Redis and PostgreSQL, process supervision and ``orchestrator dev``."""

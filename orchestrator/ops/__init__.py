@@ -1,0 +1,1 @@
+"""Operations that keep runs moving: the reconciler, beat, deadlines, delays and metrics."""

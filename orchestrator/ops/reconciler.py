@@ -1,0 +1,352 @@
+"""The reconciler: every run reaches an end, whatever died on the way.
+
+It runs as a thread in the main process of every worker; a lock in Redis lets one of them work
+at a time. Each pass (every ``ORCHESTRATOR_RECONCILE_INTERVAL`` seconds):
+
+1. finishes runs whose steps have all ended but whose run row has not (a lost final write);
+2. publishes runs recorded but never published (the submitter died between the two);
+3. publishes again the next attempt of a retrying step that is overdue and was never claimed
+   (lost at publish during a broker error, or with the process that held it);
+4. recovers runs with a step whose lease lapsed (its worker died: SIGKILL, OOM, power) and runs
+   that stalled (nothing running or finishing for ``ORCHESTRATOR_STALL_TIMEOUT`` seconds while a
+   step is ready, e.g. messages lost with a Redis restart). A lease counts as lapsed only once it
+   has been missing for a whole lease period: a process that is alive re-creates its lease
+   within a third of that (after a Redis restart, say), and must not see its step run twice. A
+   run whose pending steps' queues still hold messages is waiting in a backlog, not stalled;
+5. fails the running steps of runs that ended whose worker died (nothing else would end them).
+
+A run that Redis says failed or was cancelled, but whose end never reached PostgreSQL (the
+writer's process died, or PostgreSQL was down past its retries), is ended, not recovered. A run
+with a step still running elsewhere (a live lease) is left until that step ends. A broker error
+while recovering leaves the run as it was, for the next pass.
+
+Recovery is in place: the steps that succeeded keep their results (from PostgreSQL), and the
+rest of the DAG is planned again under a new *epoch* and published. Delivery is at least once;
+a step's claim (``stores.runs``) makes a duplicate delivery of a step that is running or done a
+no-op, and ``current_run.idempotency_key`` lets effects be written once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from kombu.exceptions import ChannelError
+from sqlalchemy.exc import SQLAlchemyError
+
+from orchestrator.core.planner import build_plan
+from orchestrator.core.spec import WorkflowSpec
+from orchestrator.engine.canvas import CanvasBuilder
+from orchestrator.engine.runtime import PlanKey, Runtime, runtime
+from orchestrator.errors import ServiceUnavailable
+from orchestrator.ops.metrics import fold_deltas
+from orchestrator.records import StepEvent
+from orchestrator.status import RunStatus
+
+log = logging.getLogger("orchestrator.recovery")
+LOCK = "orch:reconciler"
+
+
+def recover_run(run_id: str, reason: str, rt: Runtime | None = None) -> int | None:
+    """Re-plan and publish what is left of a run; returns the new epoch, or None."""
+    rt = rt or runtime()
+    record = rt.store.get_run(run_id)
+    if record is None or record.status not in (RunStatus.PENDING, RunStatus.RUNNING):
+        return None
+    if end_if_ended(rt, run_id):
+        return None
+    steps = rt.store.get_steps(run_id)
+    if any(
+        rt.state.lease_alive(run_id, s.step_id, max(1, s.attempts))
+        for s in steps
+        if s.status == "running"
+    ):
+        return None  # a step still runs elsewhere: its end moves the run on, or we come back
+    if not rt.state.hold(run_id, "recovering", recovery_grace(rt)):
+        return None  # recovered moments ago: give what it published time to be claimed
+    data = rt.store.load_spec(record.workflow_version)
+    if data is None:
+        return None
+    spec = WorkflowSpec.model_validate(data)
+    done = {s.step_id: s.result for s in steps if s.status == "succeeded"}
+    done.update(_unrecorded(rt, run_id, steps, done))
+    if len(done) == len(steps):
+        return None  # every step is done: the next pass finishes the run
+    attempts = {
+        s.step_id: max(1, s.attempts) + (s.status == "retrying")
+        for s in steps
+        if s.status in ("running", "retrying")
+    }
+    epoch = rt.store.add_recovery(run_id, list(done))
+    plan = build_plan(spec, frozenset(done))
+    rt.remember(PlanKey(spec.version, run_id, epoch), spec, plan)
+    rt.state.init_run(run_id, record.inputs, done, [s for s in spec.sinks if s in done])
+    builder = CanvasBuilder(
+        rt.app, spec, plan, run_id, record.inputs, epoch=epoch, attempts=attempts
+    )
+    for segment in plan.start:  # a broker error raises: the next pass tries again
+        builder.publish(segment)
+    rt.store.mark_published(run_id)
+    rt.store.add_event(run_id, "recovered", f"epoch {epoch}: {reason}")
+    log.warning("run %s recovered (epoch %d): %s", run_id, epoch, reason)
+    return epoch
+
+
+def end_if_ended(rt: Runtime, run_id: str) -> bool:
+    """End in history a run that Redis says failed or was cancelled; True if it had ended."""
+    ended = rt.state.failure(run_id)
+    if ended is None:
+        return False
+    flag, step, error = ended
+    if flag == "succeeded":
+        return True  # set once history recorded the end: the settled-runs check finishes it
+    if flag == "cancelled":
+        changed = rt.store.cancel_run(run_id, error or "cancelled")
+    else:
+        changed = rt.store.end_failed(run_id, step, error or f"run {flag}")
+    if changed:
+        log.warning("run %s ended as %s by the reconciler (its end was not recorded)", run_id, flag)
+        rt.state.notify_done(run_id, "cancelled" if flag == "cancelled" else "failed")
+    return True
+
+
+def _unrecorded(rt: Runtime, run_id: str, steps: list[Any], done: dict[str, Any]) -> dict[str, Any]:
+    """Steps that succeeded in Redis but whose history died with their process: record them."""
+    found = rt.state.stored(run_id, [s.step_id for s in steps if s.step_id not in done])
+    now = datetime.now(UTC)
+    for step in steps:
+        if step.step_id in found:
+            rt.writer.submit(
+                StepEvent(
+                    run_id,
+                    step.step_id,
+                    max(1, step.attempts),
+                    "succeeded",
+                    now,
+                    result=found[step.step_id],
+                )
+            )
+    if found:
+        rt.writer.flush(timeout=10)
+    return found
+
+
+def recovery_grace(rt: Runtime) -> float:
+    """How long after a recovery a run is left alone (its messages still being claimed)."""
+    return 2 * rt.settings.lease_seconds + 2 * rt.settings.reconcile_interval
+
+
+class Reconciler:
+    """The reconciler thread of one worker process."""
+
+    def __init__(self, rt: Runtime | None = None) -> None:
+        self.rt = rt or runtime()
+        self.token = uuid.uuid4().hex
+        self._missing: dict[tuple[str, str, int], float] = {}
+        self._orphans: dict[tuple[str, str, int], float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name="orchestrator-reconciler", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        interval = self.rt.settings.reconcile_interval
+        while not self._stop.wait(interval):
+            try:
+                if self._leader(interval):
+                    self.pass_once()
+            except (redis.RedisError, SQLAlchemyError, ServiceUnavailable, OSError) as exc:
+                log.warning("reconciler pass skipped: %s", exc)
+            except Exception:  # never let the thread die: the next pass tries again
+                log.exception("reconciler pass failed")
+
+    def _leader(self, interval: float) -> bool:
+        client = self.rt.state.client
+        ttl = int(interval * 3000)
+        if client.set(LOCK, self.token, nx=True, px=ttl):
+            return True
+        if client.get(LOCK) == self.token.encode():
+            client.pexpire(LOCK, ttl)
+            return True
+        return False
+
+    def pass_once(self) -> dict[str, int]:
+        """One reconciliation pass; how many runs each check acted on."""
+        fold_deltas(self.rt.store.engine)  # keeps the metrics' delta table short
+        return {
+            "finished": self._finish_settled(),
+            "published": self._publish_unpublished(),
+            "republished": self._republish_late_retries(),
+            "recovered": self._recover_stalled(),
+            "orphans_ended": self._end_orphans(),
+        }
+
+    def _finish_settled(self) -> int:
+        return sum(
+            self._each(run_id, self._finish, status)
+            for run_id, status in self.rt.store.settled_runs()
+        )
+
+    def _finish(self, run_id: str, status: str) -> bool:
+        output = self._output(run_id) if status == "succeeded" else None
+        error = None if status == "succeeded" else "finished by the reconciler"
+        if not self.rt.store.finish_settled(run_id, status, output, error):
+            return False
+        self.rt.state.notify_done(run_id, status)
+        self.rt.state.end(run_id, status)
+        return True
+
+    @staticmethod
+    def _each(run_id: str, act: Callable[..., bool], *args: Any) -> bool:
+        """``act`` on one run; an error is logged and the pass goes on with the other runs."""
+        try:
+            return act(run_id, *args)
+        except (redis.RedisError, SQLAlchemyError, ServiceUnavailable, OSError):
+            raise  # a server is away: the whole pass waits for the next interval
+        except Exception:
+            log.exception("reconciler: run %s skipped this pass", run_id)
+            return False
+
+    def _output(self, run_id: str) -> Any:
+        record = self.rt.store.get_run(run_id)
+        data = self.rt.store.load_spec(record.workflow_version) if record else None
+        if data is None:
+            return None
+        sinks = WorkflowSpec.model_validate(data).sinks
+        results = {s.step_id: s.result for s in self.rt.store.get_steps(run_id)}
+        return results[sinks[0]] if len(sinks) == 1 else {s: results[s] for s in sinks}
+
+    def _publish_unpublished(self) -> int:
+        unpublished = self.rt.store.unpublished_runs(older_than=self.rt.settings.lease_seconds)
+        return sum(
+            self._each(run_id, self._recover, "recorded but never published")
+            for run_id in unpublished
+        )
+
+    def _recover(self, run_id: str, reason: str) -> bool:
+        return recover_run(run_id, reason, self.rt) is not None
+
+    def _lapsed(self) -> set[str]:
+        """Runs with a step whose lease has been missing for a whole lease period."""
+        lease = self.rt.settings.lease_seconds
+        self._missing = self._still_missing(self.rt.store.suspect_steps(lease), self._missing)
+        return {found[0] for found in self._gone(self._missing)}
+
+    def _still_missing(
+        self, suspects: list[tuple[str, str, int]], seen: dict[tuple[str, str, int], float]
+    ) -> dict[tuple[str, str, int], float]:
+        """The suspects whose lease is missing now, with when it was first seen missing."""
+        now, state = time.monotonic(), self.rt.state
+        return {s: seen.get(s, now) for s in suspects if not state.lease_alive(*s)}
+
+    def _gone(self, missing: dict[tuple[str, str, int], float]) -> list[tuple[str, str, int]]:
+        lease, now = self.rt.settings.lease_seconds, time.monotonic()
+        return [found for found, since in missing.items() if now - since >= lease]
+
+    def _end_orphans(self) -> int:
+        """Fail the running steps of ended runs whose worker died (no one else would)."""
+        lease = self.rt.settings.lease_seconds
+        self._orphans = self._still_missing(self.rt.store.orphaned_steps(lease), self._orphans)
+        error = "its worker died after the run had ended (lease lapsed)"
+        return sum(
+            self.rt.store.fail_orphan(run, step, error)
+            for run, step, _ in self._gone(self._orphans)
+        )
+
+    def _republish_late_retries(self) -> int:
+        """Publish again the next attempt of a retrying step that is overdue and unclaimed."""
+        # a duplicate of an attempt is harmless (claims), so a lease period is wait enough
+        settings = self.rt.settings
+        count, grace = 0, max(settings.lease_seconds, 2 * settings.reconcile_interval)
+        for run_id, step_id, attempts in self.rt.store.late_retries(grace):
+            count += self._each(run_id, self._late_retry, step_id, attempts + 1, grace)
+        return count
+
+    def _late_retry(self, run_id: str, step_id: str, attempt: int, grace: float) -> bool:
+        state = self.rt.state
+        expected = state.expected_retry(run_id, step_id, attempt)
+        if expected is None:  # never noted, or claimed by a process that died before recording
+            if state.lease_alive(run_id, step_id, attempt):
+                return False
+            return self._recover(run_id, f"attempt {attempt} of step {step_id!r} was lost")
+        late = time.time() - float(expected["due"])
+        if late < grace or not state.hold(run_id, f"republish:{step_id}:{attempt}", grace):
+            return False
+        self.rt.app.signature(expected["message"]).apply_async()
+        detail = f"attempt {attempt} of step {step_id!r} published again ({late:.0f}s overdue)"
+        self.rt.store.add_event(run_id, "republished", detail)
+        log.warning("run %s: %s", run_id, detail)
+        return True
+
+    def _recover_stalled(self) -> int:
+        settings = self.rt.settings
+        lost = self._lapsed()
+        sizes: dict[str, int] = {}
+        stalled = {
+            run_id
+            for run_id in set(self.rt.store.stalled_runs(settings.stall_timeout)) - lost
+            if not self._queued(run_id, sizes)
+        }
+        died = [self._each(r, self._recover, "a step's worker died (lease lapsed)") for r in lost]
+        stall = [
+            self._each(r, self._recover, "stalled: nothing running, a step ready") for r in stalled
+        ]
+        return sum(died) + sum(stall)
+
+    def _queued(self, run_id: str, sizes: dict[str, int]) -> bool:
+        """Whether a queue a pending step of the run uses still holds messages: then the run
+        is waiting its turn in a backlog, not stalled (its message is among them or behind)."""
+        record = self.rt.store.get_run(run_id)
+        data = self.rt.store.load_spec(record.workflow_version) if record else None
+        if data is None:
+            return False
+        pending = {s.step_id for s in self.rt.store.get_steps(run_id) if s.status == "pending"}
+        default = str(self.rt.app.conf.task_default_queue)
+        queues = {
+            s.queue or default for s in WorkflowSpec.model_validate(data).steps if s.id in pending
+        }
+        for queue in queues:
+            if queue not in sizes:
+                sizes[queue] = queue_size(self.rt.app, queue)
+        return any(sizes[q] > 0 for q in queues)
+
+
+def queue_size(app: Any, queue: str) -> int:
+    """Messages waiting in a broker queue (Redis or RabbitMQ); 0 for a queue that does not
+    exist."""
+    with app.connection_for_write() as conn:
+        try:
+            return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
+        except ChannelError:
+            return 0
+
+
+_reconciler: Reconciler | None = None
+
+
+def start() -> None:
+    """Start this process's reconciler thread (worker main process)."""
+    global _reconciler
+    if _reconciler is None:
+        _reconciler = Reconciler()
+        _reconciler.start()
+
+
+def stop() -> None:
+    global _reconciler
+    if _reconciler is not None:
+        _reconciler.stop()
+        _reconciler = None

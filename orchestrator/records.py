@@ -1,0 +1,182 @@
+"""The records the ports exchange: runs and steps as stored, what a submit writes, the
+history events a worker hands to the writer, and the outcome of claiming a step.
+
+Plain frozen dataclasses with no I/O, shared by the engine and every adapter
+(``stores.postgres``, ``stores.redis``, ``stores.memory``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+UNSET: Any = object()  # a step event that carries no result
+
+
+# --- history: what is stored -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewStep:
+    step_id: str
+    task_name: str
+    celery_task_id: str
+    status: str = "pending"
+    result: Any = None
+    has_result: bool = False
+
+
+@dataclass(frozen=True)
+class NewRun:
+    id: str
+    workflow: str
+    version: str
+    spec: dict[str, Any]
+    inputs: dict[str, Any]
+    trigger: str
+    idempotency_key: str | None = None
+    correlation_id: str | None = None
+    tenant_id: str | None = None
+    parent_run_id: str | None = None
+    done_steps: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A workflow run as stored."""
+
+    id: str
+    workflow: str
+    workflow_version: str
+    status: str
+    inputs: dict[str, Any]
+    output: Any
+    error: str | None
+    error_step: str | None
+    trigger: str
+    idempotency_key: str | None
+    correlation_id: str | None
+    tenant_id: str | None
+    parent_run_id: str | None
+    done_steps: list[str]
+    recoveries: list[list[str]]
+    published_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    attempt: int
+    status: str
+    worker: str | None
+    error: str | None
+    traceback: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step of a run as stored (``StepRun`` in the public API)."""
+
+    step_id: str
+    task: str
+    status: str
+    attempts: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    result: Any
+    celery_task_id: str
+    queued_at: datetime | None
+    attempt_log: list[AttemptRecord] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+# --- history: what workers write ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """A step's attempt started or ended (``status`` is the step's new status)."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    status: str
+    at: datetime
+    worker: str | None = None
+    result: Any = UNSET
+    error: str | None = None
+    traceback: str | None = None
+    starts_run: bool = False
+    started_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SkipSteps:
+    """Steps that will never run get ``status`` (only from pending/retrying)."""
+
+    run_id: str
+    steps: tuple[str, ...]
+    status: str
+    at: datetime
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RunFinal:
+    """The run ended: ``succeeded`` with its output, or ``failed`` at ``error_step``."""
+
+    run_id: str
+    status: str
+    at: datetime
+    output: Any = None
+    error: str | None = None
+    error_step: str | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetterEvent:
+    """A message that failed for good: exhausted attempts, bad arguments, unregistered task."""
+
+    task: str
+    reason: str
+    at: datetime
+    run_id: str | None = None
+    step_id: str | None = None
+    celery_task_id: str | None = None
+    args: Any = None
+    kwargs: Any = None
+    error: str | None = None
+    traceback: str | None = None
+
+
+Event = StepEvent | SkipSteps | RunFinal | DeadLetterEvent
+
+
+# --- run state -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of claiming a step: ``go`` (with parents' results), or why not.
+
+    ``busy`` carries the holder of the lease in ``flag``; ``missing`` names the parent whose
+    result is not in Redis (lost with Redis's data, or evicted) in ``flag``; ``stale``: a later
+    attempt of the step was scheduled (this is a late copy of an attempt that already ran).
+    """
+
+    outcome: str  # go | flag | done | busy | missing | stale
+    flag: str | None = None
+    result: Any = None
+    deliveries: int = 0
+    parents: tuple[Any, ...] = ()

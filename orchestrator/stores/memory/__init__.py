@@ -1,0 +1,1 @@
+"""In-memory twins of every port, for unit tests and ``orchestrator.testing``."""

@@ -1,0 +1,1 @@
+"""PostgreSQL adapters: history models, migrations, the store and the batched writer."""

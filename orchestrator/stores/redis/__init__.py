@@ -1,0 +1,1 @@
+"""Redis adapters: per-run state, circuit breakers, durably delayed messages."""

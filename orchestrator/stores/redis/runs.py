@@ -1,0 +1,370 @@
+"""Per-run state in Redis: control flag, step results, leases, joins and the completion signal.
+
+Keys carry the run id in a hash tag (``orch:{<run>}:...``) so a run's keys share one cluster slot.
+Joins use sets, not counters, so a redelivered step is counted once. A step *claims* its run
+before it executes (one script, one round trip): the claim reads the control flag and the
+parents' results, refuses a step that already succeeded or that another live delivery holds,
+counts deliveries, and takes a lease that the executing process keeps alive. A parent's result
+that is missing is reported as such, never read as ``None``.
+
+Values go through :mod:`orchestrator.codec` (Celery's JSON). When a run ends, its results and
+counters are deleted and its control flag is kept, shorter, so that a late duplicate message
+stands down instead of running again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+
+from orchestrator.codec import decode, encode
+from orchestrator.errors import ServiceUnavailable
+from orchestrator.records import Claim
+from orchestrator.settings import redact
+
+INPUTS = "__inputs__"
+SINKS = "sinks"
+
+_CLAIM = """
+local flag = redis.call('GET', KEYS[1])
+if flag then return {'flag', flag} end
+local done = redis.call('HGET', KEYS[2], ARGV[1])
+if done then return {'done', done} end
+local current = redis.call('HGET', KEYS[6], ARGV[1])
+if current and tonumber(current) > tonumber(ARGV[7]) then return {'stale', current} end
+local holder = redis.call('GET', KEYS[3])
+if holder and holder ~= ARGV[2] and holder ~= ARGV[5] then return {'busy', holder} end
+local out = {'go', '0'}
+for i = 8, #ARGV do
+  local v = redis.call('HGET', KEYS[2], ARGV[i])
+  if not v then return {'missing', ARGV[i]} end
+  table.insert(out, v)
+end
+redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
+out[2] = tostring(redis.call('HINCRBY', KEYS[4], ARGV[6], 1))
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+redis.call('DEL', KEYS[5])
+return out
+"""
+_FINISH = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
+local out = {}
+for i = 3, #KEYS do
+  table.insert(out, redis.call('SADD', KEYS[i], ARGV[1]))
+  table.insert(out, redis.call('SCARD', KEYS[i]))
+  redis.call('EXPIRE', KEYS[i], ARGV[3])
+end
+return out
+"""
+_PARK = """
+if redis.call('GET', KEYS[1]) ~= 'paused' then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+_RESUME = """
+if redis.call('GET', KEYS[1]) == 'paused' then redis.call('DEL', KEYS[1]) end
+local parked = redis.call('LRANGE', KEYS[2], 0, -1)
+redis.call('DEL', KEYS[2])
+return parked
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_RENEW = """
+local n = 0
+for i = 1, #KEYS do
+  local holder = redis.call('GET', KEYS[i])
+  if holder == ARGV[i + 1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[1]); n = n + 1
+  elseif not holder then
+    redis.call('SET', KEYS[i], ARGV[i + 1], 'PX', ARGV[1]); n = n + 1
+  end
+end
+return n
+"""
+_END = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+"""
+
+
+def key(run_id: str, part: str) -> str:
+    return f"orch:{{{run_id}}}:{part}"
+
+
+def retry_key(run_id: str, step_id: str, attempt: int) -> str:
+    return key(run_id, f"retry:{step_id}:{attempt}")
+
+
+def done_channel(run_id: str) -> str:
+    return f"orch:done:{run_id}"
+
+
+class RunState:
+    """Redis operations of the run lifecycle, one round trip each on the hot path."""
+
+    def __init__(self, url: str, ttl: int, ended_ttl: int = 86400) -> None:
+        self.url = url
+        self.ttl = ttl
+        self.ended_ttl = ended_ttl
+        self.client: redis.Redis = redis.Redis.from_url(
+            url, socket_connect_timeout=5, socket_timeout=5, health_check_interval=30
+        )
+        self._claim = self.client.register_script(_CLAIM)
+        self._finish = self.client.register_script(_FINISH)
+        self._park = self.client.register_script(_PARK)
+        self._resume = self.client.register_script(_RESUME)
+        self._release = self.client.register_script(_RELEASE)
+        self._renew = self.client.register_script(_RENEW)
+        self._end = self.client.register_script(_END)
+
+    def ping(self) -> None:
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            raise ServiceUnavailable(
+                "Redis",
+                redact(self.url),
+                str(exc),
+                "Start Redis or set ORCHESTRATOR_REDIS_URL / ORCHESTRATOR_RESULT_BACKEND",
+            ) from exc
+
+    def init_run(
+        self,
+        run_id: str,
+        inputs: dict[str, Any],
+        results: dict[str, Any],
+        done_sinks: tuple[str, ...] | list[str] = (),
+    ) -> None:
+        """Store the inputs and the results a retried or recovered run starts from."""
+        res = key(run_id, "res")
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(
+            res,
+            mapping={INPUTS: encode(inputs), **{k: encode(v) for k, v in results.items()}},
+        )
+        pipe.expire(res, self.ttl)
+        if done_sinks:
+            pipe.sadd(key(run_id, f"join:{SINKS}"), *done_sinks)
+            pipe.expire(key(run_id, f"join:{SINKS}"), self.ttl)
+        pipe.execute()
+
+    def claim(
+        self,
+        run_id: str,
+        step_id: str,
+        attempt: int,
+        owner: str,
+        lease_ms: int,
+        parents: list[str],
+        steal: str = "",
+    ) -> Claim:
+        """Claim a step before executing it (see the module docstring).
+
+        ``steal``: a lease holder known to be dead (a pool process of this worker that was
+        killed); its lease is taken over instead of reported ``busy``.
+        """
+        keys = [
+            key(run_id, "ctl"),
+            key(run_id, "res"),
+            key(run_id, f"lease:{step_id}:{attempt}"),
+            key(run_id, "deliveries"),
+            retry_key(run_id, step_id, attempt),
+            key(run_id, "attempt"),
+        ]
+        args: list[str | int] = [
+            step_id,
+            owner,
+            lease_ms,
+            self.ttl,
+            steal,
+            f"{step_id}:{attempt}",
+            attempt,
+            *parents,
+        ]
+        reply = self._claim(keys=keys, args=args)
+        outcome = reply[0].decode()
+        if outcome == "done":
+            return Claim("done", result=decode(reply[1]))
+        if outcome != "go":
+            return Claim(outcome, flag=reply[1].decode())
+        values = tuple(decode(v) for v in reply[2:])
+        return Claim("go", deliveries=int(reply[1]), parents=values)
+
+    def restore_results(self, run_id: str, results: dict[str, Any]) -> None:
+        """Put results (from history) back where dependents read them."""
+        res = key(run_id, "res")
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(res, mapping={k: encode(v) for k, v in results.items()})
+        pipe.expire(res, self.ttl)
+        pipe.execute()
+
+    def fail(self, run_id: str, step_id: str | None, error: str) -> None:
+        """Mark the run failed: nothing new starts; the reason is kept for the reconciler, which
+        ends the run in history if the writer could not."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(key(run_id, "ctl"), "failed", ex=self.ttl)
+        pipe.set(key(run_id, "failure"), encode({"step": step_id, "error": error}), ex=self.ttl)
+        pipe.execute()
+
+    def failure(self, run_id: str) -> tuple[str, str | None, str | None] | None:
+        """The run's control flag, with the failing step and error when it failed; None if no
+        flag is set (or only ``paused``)."""
+        flag, raw = self.client.mget([key(run_id, "ctl"), key(run_id, "failure")])
+        if flag is None or flag == b"paused":
+            return None
+        detail = decode(raw) if raw else {}
+        status = flag.decode() if isinstance(flag, bytes) else str(flag)
+        return status, detail.get("step"), detail.get("error")
+
+    def undo_delivery(self, run_id: str, step_id: str, attempt: int) -> None:
+        """A delivery that did not execute the step (deferred by a breaker) is not counted."""
+        self.client.hincrby(key(run_id, "deliveries"), f"{step_id}:{attempt}", -1)
+
+    def expect_retry(
+        self, run_id: str, step_id: str, attempt: int, message: dict[str, Any], due: float
+    ) -> None:
+        """Note the message of a step's next attempt until a delivery of it is claimed, so the
+        reconciler can publish it again if it is lost on the way (broker error, dead process);
+        and that ``attempt`` is now the step's current one: a late copy of an earlier attempt is
+        stale and never runs again."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(
+            retry_key(run_id, step_id, attempt),
+            encode({"due": due, "message": message}),
+            ex=self.ttl,
+        )
+        pipe.hset(key(run_id, "attempt"), step_id, attempt)
+        pipe.expire(key(run_id, "attempt"), self.ttl)
+        pipe.execute()
+
+    def expected_retry(self, run_id: str, step_id: str, attempt: int) -> dict[str, Any] | None:
+        """The noted next attempt (``due``, ``message``), or None if it was claimed or never
+        noted."""
+        raw = self.client.get(retry_key(run_id, step_id, attempt))
+        return None if raw is None else dict(decode(raw))
+
+    def end(self, run_id: str, status: str) -> None:
+        """The run ended: free its results and counters; keep the flag so late messages of the
+        run stand down."""
+        self._end(
+            keys=[
+                key(run_id, "ctl"),
+                key(run_id, "res"),
+                key(run_id, "deliveries"),
+                key(run_id, "parked"),
+                key(run_id, "attempt"),
+            ],
+            args=[status, self.ended_ttl],
+        )
+
+    def release(self, run_id: str, step_id: str, attempt: int, owner: str) -> None:
+        self._release(keys=[key(run_id, f"lease:{step_id}:{attempt}")], args=[owner])
+
+    def renew(self, leases: dict[str, str], lease_ms: int) -> int:
+        """Extend the leases (key -> owner) still held by their owners."""
+        if not leases:
+            return 0
+        return int(self._renew(keys=list(leases), args=[lease_ms, *leases.values()]))
+
+    def lease_alive(self, run_id: str, step_id: str, attempt: int) -> bool:
+        return bool(self.client.exists(key(run_id, f"lease:{step_id}:{attempt}")))
+
+    def finish_step(
+        self,
+        run_id: str,
+        step_id: str,
+        encoded: str,
+        joins: list[str],
+        sink: bool,
+        attempt: int,
+        owner: str,
+    ) -> tuple[list[tuple[bool, int]], tuple[bool, int] | None]:
+        """Record the (encoded) result, release the lease, and count the step toward joins and
+        the run's end.
+
+        Returns, for each join and then for the sinks, whether this call added the step and the
+        set's size after it.
+        """
+        joins_keys = [key(run_id, f"join:{j}") for j in [*joins, *([SINKS] if sink else [])]]
+        lease = key(run_id, f"lease:{step_id}:{attempt}")
+        replies = self._finish(
+            keys=[key(run_id, "res"), lease, *joins_keys],
+            args=[step_id, encoded, self.ttl, owner],
+        )
+        counts = [
+            (bool(added), int(card))
+            for added, card in zip(replies[0::2], replies[1::2], strict=True)
+        ]
+        if sink:
+            return counts[:-1], counts[-1]
+        return counts, None
+
+    def results(self, run_id: str, steps: list[str]) -> list[Any]:
+        raw = self.client.hmget(key(run_id, "res"), steps) if steps else []
+        return [None if r is None else decode(r) for r in raw]
+
+    def stored(self, run_id: str, steps: list[str]) -> dict[str, Any]:
+        """The results in Redis of those ``steps`` that have one (a ``None`` result included)."""
+        raw = self.client.hmget(key(run_id, "res"), steps) if steps else []
+        return {s: decode(r) for s, r in zip(steps, raw, strict=True) if r is not None}
+
+    def inputs(self, run_id: str) -> dict[str, Any]:
+        raw = self.client.hget(key(run_id, "res"), INPUTS)
+        return {} if raw is None else dict(decode(raw))
+
+    def set_flag(self, run_id: str, flag: str | None) -> None:
+        ctl = key(run_id, "ctl")
+        if flag is None:
+            self.client.delete(ctl)
+        else:
+            self.client.set(ctl, flag, ex=self.ttl)
+
+    def pause(self, run_id: str) -> None:
+        """Set the pause flag, unless the run failed or was cancelled meanwhile."""
+        self.client.set(key(run_id, "ctl"), "paused", ex=self.ttl, nx=True)
+
+    def park(self, run_id: str, signature: dict[str, Any]) -> bool:
+        """Keep a step's message while its run is paused; False if the run is no longer paused."""
+        return bool(
+            self._park(
+                keys=[key(run_id, "ctl"), key(run_id, "parked")],
+                args=[encode(signature), self.ttl],
+            )
+        )
+
+    def resume(self, run_id: str) -> list[dict[str, Any]]:
+        """Clear the pause and hand back the parked messages (each exactly once)."""
+        parked = self._resume(keys=[key(run_id, "ctl"), key(run_id, "parked")])
+        return [decode(p) for p in parked]
+
+    def hold(self, run_id: str, what: str, seconds: float) -> bool:
+        """Take a marker that expires after ``seconds``; False while someone else's exists."""
+        return bool(self.client.set(key(run_id, what), 1, nx=True, px=int(seconds * 1000)))
+
+    def notify_done(self, run_id: str, status: str) -> None:
+        self.client.publish(done_channel(run_id), status)
+
+    def watch_done(self, run_id: str, timeout: float, tick: float = 2.0) -> Iterator[bool]:
+        """Yields True when the run's end is announced, False every ``tick`` seconds meanwhile.
+
+        Subscribe first, then the caller checks PostgreSQL, so an end announced in between is
+        still seen.
+        """
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        try:
+            pubsub.subscribe(done_channel(run_id))
+            deadline = time.monotonic() + timeout
+            yield False
+            while (left := deadline - time.monotonic()) > 0:
+                message = pubsub.get_message(timeout=min(tick, left))
+                yield message is not None
+        finally:
+            pubsub.close()

@@ -1,0 +1,115 @@
+"""The Python way to define workflows: ``Workflow`` and ``Step``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError as PydanticValidationError
+
+from orchestrator.core import registry
+from orchestrator.core.spec import RetrySpec, ScheduleSpec, StepSpec, WorkflowSpec
+from orchestrator.engine.runner import RunHandle, run_workflow
+from orchestrator.errors import ValidationError
+
+
+def task_name(task: Any) -> str:
+    """A task's registered name, from the task object or the name itself."""
+    if isinstance(task, str):
+        return task
+    name = getattr(task, "name", None)
+    if not isinstance(name, str):
+        raise TypeError(f"{task!r} is not a task: decorate it with @orchestrator.task")
+    return name
+
+
+def Step(  # noqa: N802 - reads as a type where it is used: Workflow(steps=[Step(...)])
+    id: str,
+    task: Any,
+    after: str | list[str] | tuple[str, ...] | None = None,
+    *,
+    kwargs: dict[str, Any] | None = None,
+    queue: str | None = None,
+    retry: RetrySpec | dict[str, Any] | None = None,
+    timeout: float | None = None,
+    soft_timeout: float | None = None,
+    **options: Any,
+) -> StepSpec:
+    """A step: ``task`` (a task object or its registered name) run after the ``after`` steps."""
+    step: StepSpec = _validated(
+        StepSpec,
+        f"step {id!r}",
+        {
+            "id": id,
+            "task": task_name(task),
+            "after": after,
+            "kwargs": kwargs or {},
+            "queue": queue,
+            "retry": retry,
+            "timeout": timeout,
+            "soft_timeout": soft_timeout,
+            "options": options,
+        },
+    )
+    return step
+
+
+def _validated(model: Any, what: str, data: dict[str, Any], workflow: str = "") -> Any:
+    """``model.model_validate(data)``, with pydantic's errors as our ``ValidationError``."""
+    try:
+        return model.model_validate(data)
+    except PydanticValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ValidationError(workflow or "<python>", f"invalid {what}: {problems}") from exc
+
+
+class Workflow:
+    """A workflow defined in Python; registered by name so ``run_workflow(name)`` finds it."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        description: str = "",
+        schedule: str | ScheduleSpec | dict[str, Any] | None = None,
+        deadline: float | None = None,
+        steps: list[StepSpec] | None = None,
+    ) -> None:
+        self.name = name
+        self.description = description
+        self.schedule = schedule
+        self.deadline = deadline
+        self._steps: list[StepSpec] = list(steps or [])
+        registry.add_builder(name, self)  # so beat and run_workflow(name) find it
+
+    def step(
+        self, id: str, task: Any, after: str | list[str] | None = None, **options: Any
+    ) -> Workflow:
+        """Add a step (see :func:`Step` for the options); returns the workflow for chaining."""
+        try:
+            self._steps.append(Step(id, task, after, **options))
+        except ValidationError as exc:
+            raise ValidationError(self.name, str(exc).split(": ", 1)[1], step=id) from exc
+        return self
+
+    @property
+    def spec(self) -> WorkflowSpec:
+        """The validated spec; raises the first validation error, naming workflow and step."""
+        schedule = {"cron": self.schedule} if isinstance(self.schedule, str) else self.schedule
+        data = {
+            "name": self.name,
+            "description": self.description,
+            "schedule": schedule,
+            "deadline": self.deadline,
+            "steps": self._steps,
+        }
+        spec = _validated(WorkflowSpec, "workflow definition", data, self.name)
+        return registry.register(spec)
+
+    def run(self, inputs: dict[str, Any] | None = None, **options: Any) -> RunHandle:
+        """The same as ``run_workflow(self, inputs, ...)``."""
+        return run_workflow(self, inputs, **options)
+
+    def __repr__(self) -> str:
+        return f"<Workflow {self.name!r} ({len(self._steps)} steps)>"
