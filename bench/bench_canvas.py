@@ -97,11 +97,11 @@ def _flush_redis() -> None:
 def setup_services() -> None:
     """Point this process at the bench services: fresh database and Redis db, tables migrated."""
     os.environ.update(bench_env())
-    from orchestrator.engine.runtime import reset_runtime
+    from orchestrator.app import reset_default_app
     from orchestrator.settings import get_settings
     from orchestrator.stores.postgres.migrate import upgrade
 
-    reset_runtime()
+    reset_default_app()
     get_settings.cache_clear()
     _admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
     _admin(f'CREATE DATABASE "{DB_NAME}"')
@@ -111,9 +111,9 @@ def setup_services() -> None:
 
 def teardown_services() -> None:
     """Close our connections, drop the database, flush our Redis db."""
-    from orchestrator.engine.runtime import reset_runtime
+    from orchestrator.app import reset_default_app
 
-    reset_runtime()
+    reset_default_app()
     _admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
     _flush_redis()
 

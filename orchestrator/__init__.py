@@ -1,11 +1,12 @@
 """orchestrator: workflows as DAGs of Celery tasks, compiled to canvas, tracked in PostgreSQL."""
 
 from orchestrator.app import create_app, task
+from orchestrator.client import get_run, list_runs, run_workflow
 from orchestrator.context import current_run
 from orchestrator.core.backoff import RetryPolicy, retry
 from orchestrator.core.breaker import BreakerConfig, circuit_breaker
 from orchestrator.core.spec import RetrySpec, ScheduleSpec, StepSpec, WorkflowSpec
-from orchestrator.engine.runner import RunHandle, StepRun, get_run, list_runs, run_workflow
+from orchestrator.engine.handle import RunHandle, StepRun
 from orchestrator.errors import (
     CircuitOpenError,
     CycleError,

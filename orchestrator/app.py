@@ -1,17 +1,34 @@
-"""The Celery app: ``create_app`` with secure defaults, the default app, and ``@task``."""
+"""The composition root: ``create_app(settings)`` builds a Celery app and the engine's services
+(Redis and PostgreSQL adapters of the ports), and binds them to the app; ``@task``.
+
+Nothing else wires things. The *default app* is the one ``@task`` registers on and
+``run_workflow`` uses when given no ``app=``; tests replace it with
+``set_default_app(create_app(settings))`` and forget it with ``reset_default_app()`` (as
+dramatiq's ``set_broker`` does). Tasks are shared: every app built here has them all.
+"""
 
 from __future__ import annotations
 
-import inspect
+import threading
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
-from celery import Celery, Task, signals
+from celery import Celery, signals
 
+from orchestrator.engine.services import Adapters, Services, bind, services_of
+from orchestrator.engine.task import StepTask
+from orchestrator.ops import deadlines  # noqa: F401  (registers the framework's own task)
+from orchestrator.ports import RunHistory, RunStateStore
 from orchestrator.settings import Settings, get_settings
+from orchestrator.stores.postgres.store import HistoryStore
+from orchestrator.stores.postgres.writer import HistoryWriter
+from orchestrator.stores.redis.breakers import RedisBreakerStore
+from orchestrator.stores.redis.delays import DelayedMessages
+from orchestrator.stores.redis.runs import RunState
 
 F = TypeVar("F", bound=Callable[..., Any])
 _default: Celery | None = None
+_default_lock = threading.RLock()
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -52,78 +69,94 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def create_app(main: str = "orchestrator", **overrides: Any) -> Celery:
-    """A Celery app configured from ``ORCHESTRATOR_*`` settings; ``overrides`` win."""
-    settings = get_settings()
+def redis_postgres(settings: Settings) -> Adapters:
+    """The production adapters: history in PostgreSQL, run state, breakers and delays in Redis."""
+
+    def state() -> RunState:
+        return RunState(
+            settings.state_url,
+            settings.result_expires,
+            ended_ttl=max(2 * settings.visibility_timeout, 3600),
+        )
+
+    def writer(history: RunHistory, announce: Callable[[list[tuple[str, str]]], None]) -> Any:
+        return HistoryWriter(
+            cast(HistoryStore, history),
+            flush_interval=settings.history_flush_interval,
+            batch_size=settings.history_batch_size,
+            queue_size=settings.history_queue_size,
+            on_finalized=announce,
+        )
+
+    return Adapters(
+        history=lambda: HistoryStore(settings.sqlalchemy_url),
+        state=state,
+        breakers=lambda s: RedisBreakerStore(_client(s)),
+        delays=lambda s: DelayedMessages(_client(s)),
+        writer=writer,
+    )
+
+
+def _client(state: RunStateStore) -> Any:
+    return cast(RunState, state).client  # breakers and delays share run state's connections
+
+
+def create_app(
+    settings: Settings | None = None,
+    main: str = "orchestrator",
+    *,
+    adapters: Adapters | None = None,
+    **overrides: Any,
+) -> Celery:
+    """A Celery app configured from ``settings`` (default: ``ORCHESTRATOR_*`` variables), with
+    the engine's services bound to it; Celery ``overrides`` win. ``adapters`` replace the
+    Redis and PostgreSQL ones (``orchestrator.testing`` passes in-memory twins)."""
+    settings = settings or get_settings()
     app = Celery(main, set_as_current=False)
     app.conf.update(celery_config(settings))
     app.conf.update(overrides)
+    services = Services(settings, app, adapters or redis_postgres(settings))
+    bind(app, services)
+    # weak references to bound methods: a test's app and its services can be collected
+    signals.worker_process_init.connect(services.after_fork)
+    signals.worker_process_shutdown.connect(services.close)
+    signals.worker_shutdown.connect(services.close)
     return app
 
 
 def get_app() -> Celery:
-    """The process-wide orchestrator app that ``@task`` registers on."""
+    """The default app: ``@task`` registers on it; built from settings on first use."""
     global _default
-    if _default is None:
-        _default = create_app()
-        _default.set_default()
-        signals.worker_process_init.connect(_after_fork, weak=False)
-        signals.worker_process_shutdown.connect(_close_history, weak=False)
-        signals.worker_shutdown.connect(_close_history, weak=False)
-        _connect_operations()
-    return _default
+    with _default_lock:
+        if _default is None:
+            _default = create_app()
+            _default.set_default()
+        return _default
 
 
-def _after_fork(**_: Any) -> None:
-    from orchestrator.engine.execution import LEASES
-    from orchestrator.engine.runtime import after_fork
-
-    after_fork()
-    LEASES.after_fork()
-
-
-def _close_history(**_: Any) -> None:
-    # imported here: execution sits beside this module and needs the app itself
-    from orchestrator.engine.execution import shutdown
-
-    shutdown()
+def set_default_app(app: Celery) -> Celery:
+    """Make ``app`` (from :func:`create_app`) the default app, for tests; returns it."""
+    global _default
+    services_of(app)  # refuse an app without services
+    with _default_lock:
+        _default = app
+        app.set_default()
+    return app
 
 
-def _connect_operations() -> None:
-    """Worker log format and context, and the monitoring endpoint of the main process."""
-    signals.after_setup_logger.connect(_setup_logs, weak=False)
-    signals.after_setup_task_logger.connect(_setup_logs, weak=False)
-    signals.worker_ready.connect(_start_monitoring, weak=False)
-    signals.worker_shutdown.connect(_stop_monitoring, weak=False)
-    signals.worker_process_init.connect(_child_monitoring, weak=False)
+def reset_default_app() -> None:
+    """Forget the default app (its history writer is flushed); the next use builds a new one
+    from the settings of that moment."""
+    global _default
+    with _default_lock:
+        if _default is not None:
+            services_of(_default).close()
+        _default = None
 
 
-def _setup_logs(logger: Any = None, **_: Any) -> None:
-    from orchestrator.logs import configure
-
-    configure(logger, get_settings().log_format)
-
-
-def _start_monitoring(sender: Any = None, **_: Any) -> None:
-    # imported only by a worker that serves it: prometheus-client and http.server stay unloaded
-    if get_settings().metrics_port is not None:
-        from orchestrator.ops import monitoring
-
-        monitoring.start(sender.app, get_settings(), get_settings().metrics_host)
-
-
-def _stop_monitoring(**_: Any) -> None:
-    if get_settings().metrics_port is not None:
-        from orchestrator.ops import monitoring
-
-        monitoring.stop()
-
-
-def _child_monitoring(**_: Any) -> None:
-    if get_settings().metrics_port is not None:
-        from orchestrator.ops import monitoring
-
-        monitoring.forget_inherited()
+def default_services(app: Celery | None = None) -> Services:
+    """The services of ``app``, or of the default app."""
+    return services_of(app or get_app())
 
 
 @overload
@@ -136,34 +169,11 @@ def task(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
     """Register ``fn`` as a Celery task usable as a workflow step; Celery options pass through.
 
     ``@retry`` and ``@circuit_breaker`` applied below ``@task`` become the task's
-    ``retry_policy`` and ``breaker``.
+    ``retry_policy`` and ``breaker``. The task is shared: every app ``create_app`` builds has it.
     """
-    from orchestrator.engine.execution import StepTask
 
     def register(func: Callable[..., Any]) -> Any:
         extra = {k: getattr(func, k) for k in ("retry_policy", "breaker") if hasattr(func, k)}
         return get_app().task(base=StepTask, shared=True, lazy=False, **extra, **options)(func)
 
     return register(fn) if fn is not None else register
-
-
-class CeleryCatalog:
-    """Looks tasks up in a Celery app's registry (``spec.TaskCatalog``)."""
-
-    def __init__(self, app: Celery) -> None:
-        self.app = app
-
-    def signature_of(self, name: str) -> inspect.Signature | None:
-        found: Task | None = self.app.tasks.get(name)
-        if found is None:
-            return None
-        func = getattr(found, "__wrapped__", None) or found.run
-        try:
-            return inspect.signature(func)
-        except (TypeError, ValueError):
-            return inspect.Signature(
-                [
-                    inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
-                    inspect.Parameter("kw", inspect.Parameter.VAR_KEYWORD),
-                ]
-            )

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from orchestrator.status import RUN_TERMINAL
+
 UNSET: Any = object()  # a step event that carries no result
 
 
@@ -101,6 +103,23 @@ class StepRecord:
         return None
 
 
+# --- history: what beat's overlap check needs --------------------------------
+
+
+@dataclass(frozen=True)
+class ScheduledRun:
+    """The parts of a scheduled run the overlap check needs."""
+
+    id: str
+    status: str
+    idempotency_key: str | None
+    created_at: datetime
+
+    @property
+    def finished(self) -> bool:
+        return self.status in RUN_TERMINAL
+
+
 # --- history: what workers write ---------------------------------------------
 
 
@@ -164,6 +183,8 @@ Event = StepEvent | SkipSteps | RunFinal | DeadLetterEvent
 
 
 # --- run state -----------------------------------------------------------------
+
+Lease = tuple[str, str, int]  # run id, step id, attempt: one delivery's hold on a step
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
 
+from orchestrator.client import run_workflow
 from orchestrator.core import registry
 from orchestrator.core.spec import RetrySpec, ScheduleSpec, StepSpec, WorkflowSpec
-from orchestrator.engine.runner import RunHandle, run_workflow
+from orchestrator.engine.handle import RunHandle
 from orchestrator.errors import ValidationError
 
 

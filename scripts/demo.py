@@ -16,12 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.app import celery_config, get_app
+from orchestrator.app import create_app, set_default_app
 from orchestrator.cli.output import duration, table
 from orchestrator.dev.server import Backends, migrate, open_backends, shown, worker_service
 from orchestrator.dev.supervision import Service, interrupt_on_signals, stop_services, uninterrupted
-from orchestrator.engine.runner import RunHandle
-from orchestrator.engine.runtime import reset_runtime
+from orchestrator.engine.handle import RunHandle
 from orchestrator.errors import WorkflowFailed
 from orchestrator.settings import get_settings, redact
 
@@ -79,14 +78,12 @@ def demo(cleanup: contextlib.ExitStack) -> None:
 def use_servers(env: dict[str, str]) -> None:
     """Point this process, which submits the run, at the worker's servers.
 
-    Importing ``orchestrator`` already built the Celery app from the environment of that
-    moment (the default broker), so its configuration is rebuilt from the new settings.
+    Importing the example's tasks built the default app from the environment of that moment
+    (the default broker), so a new default app is built from the new settings.
     """
     os.environ.update(env)
     get_settings.cache_clear()
-    reset_runtime()
-    app = get_app()
-    app.conf.update(celery_config(get_settings()))
+    app = set_default_app(create_app(get_settings()))
     if app.conf.broker_url != env["ORCHESTRATOR_BROKER_URL"]:
         raise RuntimeError(f"the Celery app still uses {redact(app.conf.broker_url)}")
 

@@ -7,9 +7,9 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from orchestrator.app import default_services
 from orchestrator.cli.output import emit_json, table
-from orchestrator.engine.runner import get_run
-from orchestrator.engine.runtime import runtime
+from orchestrator.client import get_run
 from orchestrator.errors import OrchestratorError
 
 
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_breakers(args: argparse.Namespace) -> int:
-    store = runtime().breakers
+    store = default_services().breakers
     rows = []
     for name in store.names():
         state = store.get(name)
@@ -92,7 +92,7 @@ def _letter_dict(letter: Any) -> dict[str, Any]:
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
-    letters = runtime().store.dead_letters(args.limit, include_replayed=args.all)
+    letters = default_services().history.dead_letters(args.limit, include_replayed=args.all)
     if args.json:
         emit_json([_letter_dict(d) for d in letters])
         return 0
@@ -109,7 +109,7 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 
 
 def _letter(letter_id: int) -> Any:
-    letter = runtime().store.dead_letter(letter_id)
+    letter = default_services().history.dead_letter(letter_id)
     if letter is None:
         raise OrchestratorError(f"dead letter {letter_id} does not exist; `orchestrator dlq list`")
     return letter
@@ -129,15 +129,15 @@ def cmd_dlq_show(args: argparse.Namespace) -> int:
 
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
     letter = _letter(args.id)
-    rt = runtime()
-    if not rt.store.mark_replayed(letter.id):
+    rt = default_services()
+    if not rt.history.mark_replayed(letter.id):
         raise OrchestratorError(
             f"dead letter {letter.id} was already replayed (`orchestrator dlq list --all`)"
         )
     try:
         print(_replay(rt, letter))
     except BaseException:
-        rt.store.mark_replayed(letter.id, replayed=False)  # it can be replayed again
+        rt.history.mark_replayed(letter.id, replayed=False)  # it can be replayed again
         raise
     return 0
 

@@ -7,9 +7,12 @@ import json
 import sys
 from typing import Any
 
+from orchestrator.app import default_services
 from orchestrator.cli.output import as_dict, color_enabled, duration, emit_json, table
+from orchestrator.client import get_run, list_runs, run_workflow
 from orchestrator.core.render import GraphNode, to_text
-from orchestrator.engine.runner import RunHandle, get_run, list_runs, resolve, run_workflow
+from orchestrator.engine.handle import RunHandle
+from orchestrator.engine.submit import resolve
 from orchestrator.errors import InputError, WorkflowFailed
 from orchestrator.records import RunRecord, StepRecord
 from orchestrator.settings import get_settings
@@ -77,7 +80,7 @@ def parse_inputs(pairs: list[str], workflow: str) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    spec = resolve(args.workflow)
+    spec = resolve(default_services(), args.workflow)
     handle = run_workflow(
         spec,
         parse_inputs(args.input, spec.name),
@@ -209,10 +212,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def graph_nodes(handle: RunHandle, steps: list[StepRecord]) -> list[GraphNode]:
-    from orchestrator.engine.runtime import runtime
 
     record = handle.record()
-    spec_data = runtime().store.load_spec(record.workflow_version) or {"steps": []}
+    spec_data = default_services().history.load_spec(record.workflow_version) or {"steps": []}
     status = {s.step_id: s.status for s in steps}
     return [
         GraphNode(s["id"], s["task"], tuple(s.get("after") or ()), status.get(s["id"]))

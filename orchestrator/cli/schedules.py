@@ -7,10 +7,10 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from orchestrator.app import default_services
 from orchestrator.cli.output import emit_json, table
 from orchestrator.core import registry
 from orchestrator.core.spec import WorkflowSpec
-from orchestrator.engine.runtime import runtime
 from orchestrator.ops.schedule import describe_schedule, next_fire
 
 
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_schedules(args: argparse.Namespace) -> int:
-    runtime().load_modules()
+    default_services().load_modules()
     now = datetime.now(UTC)
     specs = sorted(registry.all_workflows(), key=lambda s: s.name)
     rows = [describe(spec, now) for spec in specs if spec.schedule is not None]

@@ -6,11 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from orchestrator.app import default_services
 from orchestrator.cli.output import emit_json
+from orchestrator.client import get_run
 from orchestrator.core import registry, render
 from orchestrator.core.spec import WorkflowSpec, check_tasks
-from orchestrator.engine.runner import get_run, resolve
-from orchestrator.engine.runtime import runtime
+from orchestrator.engine.submit import resolve
 from orchestrator.errors import OrchestratorError
 
 FORMATS = ("mermaid", "dot", "svg", "png", "text")
@@ -34,7 +35,7 @@ def _spec(name: str) -> WorkflowSpec:
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.exists():
         return registry.load_file(path)
-    return resolve(name)
+    return resolve(default_services(), name)
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -62,7 +63,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    rt = runtime()
+    rt = default_services()
     rt.load_modules()
     files = [f for p in args.path for f in _yaml_files(Path(p))]
     results = []

@@ -15,9 +15,7 @@ import importlib
 import logging
 from collections.abc import Callable
 
-from sqlalchemy import text
-
-from orchestrator.engine.runtime import Runtime
+from orchestrator.engine.services import Services
 
 log = logging.getLogger("orchestrator")
 
@@ -40,7 +38,8 @@ MODULES = (
     "kombu.utils.limits",
     "redis.commands",
     "orchestrator.ops.reconciler",
-    "orchestrator.ops.maintenance",
+    "orchestrator.ops.deadlines",
+    "orchestrator.ops.delays",
     "orchestrator.stores.redis.delays",
     "orchestrator.ops.metrics",
     "prometheus_client",
@@ -48,7 +47,7 @@ MODULES = (
 )
 
 
-def prepare(rt: Runtime) -> list[str]:
+def prepare(rt: Services) -> list[str]:
     """Import and warm up, in the calling (main) thread, what the main process's threads use.
 
     A server that is down now is skipped (the step is logged); returns the steps that failed.
@@ -65,13 +64,12 @@ def prepare(rt: Runtime) -> list[str]:
     return failed
 
 
-def _database(rt: Runtime) -> None:
-    with rt.store.engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
+def _database(rt: Services) -> None:
+    rt.history.ping()
 
 
-def _reconciler_queries(rt: Runtime) -> None:
-    store, settings = rt.store, rt.settings
+def _reconciler_queries(rt: Services) -> None:
+    store, settings = rt.history, rt.settings
     queries: list[Callable[[], object]] = [
         lambda: store.settled_runs(limit=1),
         lambda: store.unpublished_runs(settings.lease_seconds, limit=1),
@@ -87,13 +85,12 @@ def _reconciler_queries(rt: Runtime) -> None:
     rt.writer.flush(timeout=0)
 
 
-def _redis(rt: Runtime) -> None:
+def _redis(rt: Services) -> None:
     rt.state.ping()
-    rt.state.client.script_load("return 1")
     rt.delays.size()
 
 
-def _broker(rt: Runtime) -> None:
+def _broker(rt: Services) -> None:
     app = rt.app
     _ = app.backend  # the result backend's module, imported once here
     with app.producer_or_acquire() as producer:

@@ -32,6 +32,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from orchestrator.logs import scrub
+from orchestrator.stores.postgres.housekeeping import fold_deltas
 
 log = logging.getLogger("orchestrator.metrics")
 
@@ -45,9 +46,6 @@ STEP_ENDED = ("succeeded", "failed", "skipped", "cancelled")
 
 BreakerSource = Callable[[], Iterable[tuple[str, str]]]
 
-
-FOLD_BATCH = 10_000  # delta rows folded per transaction
-FOLD_BATCHES = 20  # transactions per fold at most; what is left is summed by the scrape
 
 # The totals, as (metric, key, part, n, amount), by ``metric`` (what the triggers count):
 # ``runs_ended`` (key: workflow, part: status), ``run_seconds`` (workflow, bucket bound),
@@ -63,46 +61,12 @@ SELECT metric, key, part, sum(n), sum(amount) FROM (
     SELECT metric, key, part, n, amount FROM metric_deltas
 ) s GROUP BY metric, key, part
 """)
-_FOLD_LOCK = text(
-    "SELECT pg_try_advisory_xact_lock(hashtextextended('orchestrator.metrics.fold', 0))"
-)
-_FOLD = text("""
-WITH moved AS (
-    DELETE FROM metric_deltas
-    WHERE id IN (SELECT id FROM metric_deltas ORDER BY id LIMIT :batch)
-    RETURNING metric, key, part, n, amount
-), added AS (
-    INSERT INTO metric_totals AS m (metric, key, part, n, amount)
-    SELECT metric, key, part, sum(n), sum(amount) FROM moved
-    GROUP BY metric, key, part ORDER BY metric, key, part
-    ON CONFLICT (metric, key, part)
-    DO UPDATE SET n = m.n + EXCLUDED.n, amount = m.amount + EXCLUDED.amount
-)
-SELECT count(*) FROM moved
-""")
 # through the partial indexes of runs not ended and of dead letters not replayed
 _ACTIVE = text("""
 SELECT status, count(*) FROM workflow_runs
 WHERE status IN ('pending', 'running', 'paused') GROUP BY status
 """)
 _DEAD = text("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL")
-
-
-def fold_deltas(engine: Engine, batch: int = FOLD_BATCH, batches: int = FOLD_BATCHES) -> int:
-    """Move metric deltas into the totals, ``batch`` rows per transaction, at most ``batches``
-    transactions; how many rows moved (0 while another process folds). The totals a scrape
-    reads are the same before and after: this only keeps ``metric_deltas`` short."""
-    moved = 0
-    with engine.connect() as conn:
-        for _ in range(batches):
-            with conn.begin():
-                if not conn.execute(_FOLD_LOCK).scalar():
-                    return moved
-                count = int(conn.execute(_FOLD, {"batch": batch}).scalar_one())
-            moved += count
-            if count < batch:
-                break
-    return moved
 
 
 def histogram_rows(

@@ -27,16 +27,14 @@ from celery import Celery
 
 from orchestrator.core import registry
 from orchestrator.core.spec import WorkflowSpec
-from orchestrator.engine.runner import run_workflow
-from orchestrator.engine.runtime import runtime
+from orchestrator.engine.services import Services, services_of
+from orchestrator.engine.submit import Submission, resolve, submit
 from orchestrator.errors import ServiceUnavailable
 from orchestrator.ops.schedule import CLEANUP_TASK, FIRE_TASK, beat_entries, idempotency_key
+from orchestrator.settings import Settings
 from orchestrator.status import Trigger
 from orchestrator.stores.postgres.housekeeping import (
     TRANSIENT_ERRORS,
-    delete_finished_runs_before,
-    latest_scheduled_run,
-    schedule_lock,
 )
 
 log = logging.getLogger("orchestrator.schedule")
@@ -60,12 +58,8 @@ FIRE_RETRY: dict[str, Any] = {
 }
 
 
-def retention_days() -> float:
-    """Days finished runs are kept (``ORCHESTRATOR_RETENTION_DAYS``); 0 keeps them forever."""
-    return float(runtime().settings.retention_days)
-
-
 def fire(
+    task: Any,
     workflow: str,
     fire_time: str,
     inputs: dict[str, Any] | None = None,
@@ -76,10 +70,10 @@ def fire(
     target: WorkflowSpec | str = WorkflowSpec.model_validate(spec) if spec else workflow
     key = idempotency_key(workflow, fire_time)
     outcome: dict[str, Any] = {"workflow": workflow, "fire_time": fire_time, "run_id": None}
+    rt = services_of(task.app)
     if overlap == "allow":
-        return {**outcome, "run_id": _start(target, inputs, key)}
-    with schedule_lock(runtime().store.engine, workflow) as conn:
-        latest = latest_scheduled_run(conn, workflow)
+        return {**outcome, "run_id": _start(rt, target, inputs, key)}
+    with rt.history.schedule_slot(workflow) as latest:
         if latest is not None and not latest.finished and latest.idempotency_key != key:
             log.info(
                 "schedule %s %s: skipped, run %s is still %s (overlap: skip)",
@@ -89,36 +83,43 @@ def fire(
                 latest.status,
             )
             return {**outcome, "skipped": f"run {latest.id} is still {latest.status}"}
-        return {**outcome, "run_id": _start(target, inputs, key)}
+        return {**outcome, "run_id": _start(rt, target, inputs, key)}
 
 
-def _start(target: WorkflowSpec | str, inputs: dict[str, Any] | None, key: str) -> str:
-    run = run_workflow(target, inputs or {}, idempotency_key=key, trigger=Trigger.SCHEDULE)
-    log.info("schedule: run %s (%s)", run.id, key)
-    return run.id
+def _start(
+    rt: Services, target: WorkflowSpec | str, inputs: dict[str, Any] | None, key: str
+) -> str:
+    sub = Submission(inputs=dict(inputs or {}), trigger=Trigger.SCHEDULE, idempotency_key=key)
+    run_id = submit(rt, resolve(rt, target), sub)
+    log.info("schedule: run %s (%s)", run_id, key)
+    return run_id
 
 
-def cleanup(days: float | None = None, batch_size: int = CLEANUP_BATCH) -> int:
-    """Delete finished runs older than ``days`` (default: the setting); how many were deleted."""
-    keep = retention_days() if days is None else days
+def cleanup(task: Any, days: float | None = None, batch_size: int = CLEANUP_BATCH) -> int:
+    """Delete finished runs older than ``days`` (default: ``ORCHESTRATOR_RETENTION_DAYS``; 0
+    keeps them forever); how many were deleted."""
+    rt = services_of(task.app)
+    keep = rt.settings.retention_days if days is None else days
     if keep <= 0:
         return 0
     cutoff = datetime.now(UTC) - timedelta(days=keep)
-    deleted = delete_finished_runs_before(runtime().store.engine, cutoff, batch_size)
+    deleted = rt.history.delete_finished_before(cutoff, batch_size)
     log.info("retention: deleted %d finished runs created before %s", deleted, cutoff.isoformat())
     return deleted
 
 
-def install(app: Celery) -> None:
+def install(app: Celery, settings: Settings) -> None:
     """Register beat's tasks on ``app`` and add an entry per scheduled workflow to its schedule.
 
     Call it after the task modules and YAML workflows are loaded (``orchestrator.worker`` does).
     """
     for name, func, options in ((FIRE_TASK, fire, FIRE_RETRY), (CLEANUP_TASK, cleanup, {})):
         if name not in app.tasks:
-            app.task(name=name, ignore_result=True, shared=False, lazy=False, **options)(func)
-    days = retention_days()
-    _check_retention(days, runtime().settings.result_expires)
+            app.task(name=name, bind=True, ignore_result=True, shared=False, lazy=False, **options)(
+                func
+            )
+    days = float(settings.retention_days)
+    _check_retention(days, settings.result_expires)
     entries = beat_entries(registry.all_workflows(), days)
     app.conf.beat_schedule = {**(app.conf.beat_schedule or {}), **entries}
 

@@ -43,9 +43,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from orchestrator.core.planner import build_plan
 from orchestrator.core.spec import WorkflowSpec
 from orchestrator.engine.canvas import CanvasBuilder
-from orchestrator.engine.runtime import PlanKey, Runtime, runtime
+from orchestrator.engine.services import PlanKey, Services
 from orchestrator.errors import ServiceUnavailable
-from orchestrator.ops.metrics import fold_deltas
 from orchestrator.records import StepEvent
 from orchestrator.status import RunStatus
 
@@ -53,15 +52,14 @@ log = logging.getLogger("orchestrator.recovery")
 LOCK = "orch:reconciler"
 
 
-def recover_run(run_id: str, reason: str, rt: Runtime | None = None) -> int | None:
+def recover_run(rt: Services, run_id: str, reason: str) -> int | None:
     """Re-plan and publish what is left of a run; returns the new epoch, or None."""
-    rt = rt or runtime()
-    record = rt.store.get_run(run_id)
+    record = rt.history.get_run(run_id)
     if record is None or record.status not in (RunStatus.PENDING, RunStatus.RUNNING):
         return None
     if end_if_ended(rt, run_id):
         return None
-    steps = rt.store.get_steps(run_id)
+    steps = rt.history.get_steps(run_id)
     if any(
         rt.state.lease_alive(run_id, s.step_id, max(1, s.attempts))
         for s in steps
@@ -70,7 +68,7 @@ def recover_run(run_id: str, reason: str, rt: Runtime | None = None) -> int | No
         return None  # a step still runs elsewhere: its end moves the run on, or we come back
     if not rt.state.hold(run_id, "recovering", recovery_grace(rt)):
         return None  # recovered moments ago: give what it published time to be claimed
-    data = rt.store.load_spec(record.workflow_version)
+    data = rt.history.load_spec(record.workflow_version)
     if data is None:
         return None
     spec = WorkflowSpec.model_validate(data)
@@ -83,7 +81,7 @@ def recover_run(run_id: str, reason: str, rt: Runtime | None = None) -> int | No
         for s in steps
         if s.status in ("running", "retrying")
     }
-    epoch = rt.store.add_recovery(run_id, list(done))
+    epoch = rt.history.add_recovery(run_id, list(done))
     plan = build_plan(spec, frozenset(done))
     rt.remember(PlanKey(spec.version, run_id, epoch), spec, plan)
     rt.state.init_run(run_id, record.inputs, done, [s for s in spec.sinks if s in done])
@@ -92,13 +90,13 @@ def recover_run(run_id: str, reason: str, rt: Runtime | None = None) -> int | No
     )
     for segment in plan.start:  # a broker error raises: the next pass tries again
         builder.publish(segment)
-    rt.store.mark_published(run_id)
-    rt.store.add_event(run_id, "recovered", f"epoch {epoch}: {reason}")
+    rt.history.mark_published(run_id)
+    rt.history.add_event(run_id, "recovered", f"epoch {epoch}: {reason}")
     log.warning("run %s recovered (epoch %d): %s", run_id, epoch, reason)
     return epoch
 
 
-def end_if_ended(rt: Runtime, run_id: str) -> bool:
+def end_if_ended(rt: Services, run_id: str) -> bool:
     """End in history a run that Redis says failed or was cancelled; True if it had ended."""
     ended = rt.state.failure(run_id)
     if ended is None:
@@ -107,16 +105,18 @@ def end_if_ended(rt: Runtime, run_id: str) -> bool:
     if flag == "succeeded":
         return True  # set once history recorded the end: the settled-runs check finishes it
     if flag == "cancelled":
-        changed = rt.store.cancel_run(run_id, error or "cancelled")
+        changed = rt.history.cancel_run(run_id, error or "cancelled")
     else:
-        changed = rt.store.end_failed(run_id, step, error or f"run {flag}")
+        changed = rt.history.end_failed(run_id, step, error or f"run {flag}")
     if changed:
         log.warning("run %s ended as %s by the reconciler (its end was not recorded)", run_id, flag)
         rt.state.notify_done(run_id, "cancelled" if flag == "cancelled" else "failed")
     return True
 
 
-def _unrecorded(rt: Runtime, run_id: str, steps: list[Any], done: dict[str, Any]) -> dict[str, Any]:
+def _unrecorded(
+    rt: Services, run_id: str, steps: list[Any], done: dict[str, Any]
+) -> dict[str, Any]:
     """Steps that succeeded in Redis but whose history died with their process: record them."""
     found = rt.state.stored(run_id, [s.step_id for s in steps if s.step_id not in done])
     now = datetime.now(UTC)
@@ -137,7 +137,7 @@ def _unrecorded(rt: Runtime, run_id: str, steps: list[Any], done: dict[str, Any]
     return found
 
 
-def recovery_grace(rt: Runtime) -> float:
+def recovery_grace(rt: Services) -> float:
     """How long after a recovery a run is left alone (its messages still being claimed)."""
     return 2 * rt.settings.lease_seconds + 2 * rt.settings.reconcile_interval
 
@@ -145,8 +145,8 @@ def recovery_grace(rt: Runtime) -> float:
 class Reconciler:
     """The reconciler thread of one worker process."""
 
-    def __init__(self, rt: Runtime | None = None) -> None:
-        self.rt = rt or runtime()
+    def __init__(self, rt: Services) -> None:
+        self.rt = rt
         self.token = uuid.uuid4().hex
         self._missing: dict[tuple[str, str, int], float] = {}
         self._orphans: dict[tuple[str, str, int], float] = {}
@@ -174,18 +174,11 @@ class Reconciler:
                 log.exception("reconciler pass failed")
 
     def _leader(self, interval: float) -> bool:
-        client = self.rt.state.client
-        ttl = int(interval * 3000)
-        if client.set(LOCK, self.token, nx=True, px=ttl):
-            return True
-        if client.get(LOCK) == self.token.encode():
-            client.pexpire(LOCK, ttl)
-            return True
-        return False
+        return self.rt.state.lead(LOCK, self.token, interval * 3)
 
     def pass_once(self) -> dict[str, int]:
         """One reconciliation pass; how many runs each check acted on."""
-        fold_deltas(self.rt.store.engine)  # keeps the metrics' delta table short
+        self.rt.history.fold_metrics()  # keeps the metrics' delta table short
         return {
             "finished": self._finish_settled(),
             "published": self._publish_unpublished(),
@@ -197,13 +190,13 @@ class Reconciler:
     def _finish_settled(self) -> int:
         return sum(
             self._each(run_id, self._finish, status)
-            for run_id, status in self.rt.store.settled_runs()
+            for run_id, status in self.rt.history.settled_runs()
         )
 
     def _finish(self, run_id: str, status: str) -> bool:
         output = self._output(run_id) if status == "succeeded" else None
         error = None if status == "succeeded" else "finished by the reconciler"
-        if not self.rt.store.finish_settled(run_id, status, output, error):
+        if not self.rt.history.finish_settled(run_id, status, output, error):
             return False
         self.rt.state.notify_done(run_id, status)
         self.rt.state.end(run_id, status)
@@ -221,28 +214,28 @@ class Reconciler:
             return False
 
     def _output(self, run_id: str) -> Any:
-        record = self.rt.store.get_run(run_id)
-        data = self.rt.store.load_spec(record.workflow_version) if record else None
+        record = self.rt.history.get_run(run_id)
+        data = self.rt.history.load_spec(record.workflow_version) if record else None
         if data is None:
             return None
         sinks = WorkflowSpec.model_validate(data).sinks
-        results = {s.step_id: s.result for s in self.rt.store.get_steps(run_id)}
+        results = {s.step_id: s.result for s in self.rt.history.get_steps(run_id)}
         return results[sinks[0]] if len(sinks) == 1 else {s: results[s] for s in sinks}
 
     def _publish_unpublished(self) -> int:
-        unpublished = self.rt.store.unpublished_runs(older_than=self.rt.settings.lease_seconds)
+        unpublished = self.rt.history.unpublished_runs(older_than=self.rt.settings.lease_seconds)
         return sum(
             self._each(run_id, self._recover, "recorded but never published")
             for run_id in unpublished
         )
 
     def _recover(self, run_id: str, reason: str) -> bool:
-        return recover_run(run_id, reason, self.rt) is not None
+        return recover_run(self.rt, run_id, reason) is not None
 
     def _lapsed(self) -> set[str]:
         """Runs with a step whose lease has been missing for a whole lease period."""
         lease = self.rt.settings.lease_seconds
-        self._missing = self._still_missing(self.rt.store.suspect_steps(lease), self._missing)
+        self._missing = self._still_missing(self.rt.history.suspect_steps(lease), self._missing)
         return {found[0] for found in self._gone(self._missing)}
 
     def _still_missing(
@@ -259,10 +252,10 @@ class Reconciler:
     def _end_orphans(self) -> int:
         """Fail the running steps of ended runs whose worker died (no one else would)."""
         lease = self.rt.settings.lease_seconds
-        self._orphans = self._still_missing(self.rt.store.orphaned_steps(lease), self._orphans)
+        self._orphans = self._still_missing(self.rt.history.orphaned_steps(lease), self._orphans)
         error = "its worker died after the run had ended (lease lapsed)"
         return sum(
-            self.rt.store.fail_orphan(run, step, error)
+            self.rt.history.fail_orphan(run, step, error)
             for run, step, _ in self._gone(self._orphans)
         )
 
@@ -271,7 +264,7 @@ class Reconciler:
         # a duplicate of an attempt is harmless (claims), so a lease period is wait enough
         settings = self.rt.settings
         count, grace = 0, max(settings.lease_seconds, 2 * settings.reconcile_interval)
-        for run_id, step_id, attempts in self.rt.store.late_retries(grace):
+        for run_id, step_id, attempts in self.rt.history.late_retries(grace):
             count += self._each(run_id, self._late_retry, step_id, attempts + 1, grace)
         return count
 
@@ -287,7 +280,7 @@ class Reconciler:
             return False
         self.rt.app.signature(expected["message"]).apply_async()
         detail = f"attempt {attempt} of step {step_id!r} published again ({late:.0f}s overdue)"
-        self.rt.store.add_event(run_id, "republished", detail)
+        self.rt.history.add_event(run_id, "republished", detail)
         log.warning("run %s: %s", run_id, detail)
         return True
 
@@ -297,7 +290,7 @@ class Reconciler:
         sizes: dict[str, int] = {}
         stalled = {
             run_id
-            for run_id in set(self.rt.store.stalled_runs(settings.stall_timeout)) - lost
+            for run_id in set(self.rt.history.stalled_runs(settings.stall_timeout)) - lost
             if not self._queued(run_id, sizes)
         }
         died = [self._each(r, self._recover, "a step's worker died (lease lapsed)") for r in lost]
@@ -309,11 +302,11 @@ class Reconciler:
     def _queued(self, run_id: str, sizes: dict[str, int]) -> bool:
         """Whether a queue a pending step of the run uses still holds messages: then the run
         is waiting its turn in a backlog, not stalled (its message is among them or behind)."""
-        record = self.rt.store.get_run(run_id)
-        data = self.rt.store.load_spec(record.workflow_version) if record else None
+        record = self.rt.history.get_run(run_id)
+        data = self.rt.history.load_spec(record.workflow_version) if record else None
         if data is None:
             return False
-        pending = {s.step_id for s in self.rt.store.get_steps(run_id) if s.status == "pending"}
+        pending = {s.step_id for s in self.rt.history.get_steps(run_id) if s.status == "pending"}
         default = str(self.rt.app.conf.task_default_queue)
         queues = {
             s.queue or default for s in WorkflowSpec.model_validate(data).steps if s.id in pending
@@ -332,21 +325,3 @@ def queue_size(app: Any, queue: str) -> int:
             return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
         except ChannelError:
             return 0
-
-
-_reconciler: Reconciler | None = None
-
-
-def start() -> None:
-    """Start this process's reconciler thread (worker main process)."""
-    global _reconciler
-    if _reconciler is None:
-        _reconciler = Reconciler()
-        _reconciler.start()
-
-
-def stop() -> None:
-    global _reconciler
-    if _reconciler is not None:
-        _reconciler.stop()
-        _reconciler = None

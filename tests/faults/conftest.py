@@ -174,33 +174,12 @@ def tail(path: Path, lines: int = 60) -> str:
 
 
 def reset_orchestrator() -> None:
-    """Point orchestrator in this process at the current ``os.environ`` (and drop connections)."""
-    from orchestrator import app as app_module
-    from orchestrator.engine import runtime as rt_module
+    """Point orchestrator in this process at the current ``os.environ``: a new default app."""
+    from orchestrator.app import reset_default_app
     from orchestrator.settings import get_settings
 
-    current = rt_module._runtime
-    if current is not None:
-        if "store" in current.__dict__:
-            with contextlib.suppress(Exception):
-                current.store.dispose()
-        if "state" in current.__dict__:
-            with contextlib.suppress(Exception):
-                current.state.client.close()
-    rt_module.reset_runtime()
+    reset_default_app()
     get_settings.cache_clear()
-    app = app_module._default
-    if app is not None:
-        app.conf.update(app_module.celery_config(get_settings()))
-        if app._pool is not None:
-            with contextlib.suppress(Exception):
-                app._pool.force_close_all()
-        app._pool = None
-        amqp = app.__dict__.get("amqp")
-        if amqp is not None:
-            amqp._producer_pool = None
-        app._backend_cache = None
-        app._local = threading.local()
 
 
 # -- servers ----------------------------------------------------------------------------------

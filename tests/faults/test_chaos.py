@@ -78,7 +78,7 @@ import pytest
 
 from orchestrator import Workflow
 from orchestrator.core.planner import build_plan
-from orchestrator.engine.runner import RunHandle
+from orchestrator.engine.handle import RunHandle
 from orchestrator.settings import Settings
 from tests.faults import effects
 from tests.faults.conftest import DEFAULT_ENV, TERMINAL, TUNED, Cluster, Outcome, Worker

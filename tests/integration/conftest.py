@@ -102,14 +102,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
 
 
 def _reset_orchestrator() -> None:
-    from orchestrator import app as app_module
-    from orchestrator.engine.runtime import reset_runtime
+    from orchestrator.app import reset_default_app
     from orchestrator.settings import get_settings
 
-    reset_runtime()
+    reset_default_app()
     get_settings.cache_clear()
-    if app_module._default is not None:
-        app_module._default.conf.update(app_module.celery_config(get_settings()))
 
 
 def _drop_database(base: str, name: str) -> None:

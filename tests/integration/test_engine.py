@@ -173,9 +173,9 @@ def test_rows_exist_before_first_message_and_ids_match(worker: Any) -> None:
     # Then its step rows were written at submit with the Celery task ids the canvas uses
     assert [s.step_id for s in steps] == ["a", "b"]
     run.wait(timeout=30)
-    from orchestrator.engine.runtime import runtime
+    from orchestrator.app import default_services
 
-    app = runtime().app
+    app = default_services().app
     for step in run.steps():
         assert app.AsyncResult(step.celery_task_id).status == "SUCCESS"
 

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from orchestrator import Workflow, WorkflowFailed, run_workflow
+from orchestrator.app import create_app, default_services
 from orchestrator.engine.canvas import CanvasBuilder
-from orchestrator.engine.runtime import Runtime, runtime
+from orchestrator.engine.services import Services, services_of
 from orchestrator.ops.reconciler import recover_run
 from orchestrator.records import StepEvent
 from orchestrator.stores.redis.runs import key as run_key
@@ -66,7 +67,7 @@ def test_fifth_failure_fails_the_run_with_a_dead_letter(worker: Any) -> None:
     assert _attempts(key) == [1, 2, 3, 4, 5]
     step = run.steps()[0]
     assert (step.status, step.attempts) == ("failed", 5)
-    letters = [d for d in runtime().store.dead_letters() if str(d.run_id) == run.id]
+    letters = [d for d in default_services().history.dead_letters() if str(d.run_id) == run.id]
     assert [d.reason for d in letters] == ["exhausted"]
 
 
@@ -130,14 +131,14 @@ def test_unencodable_result_fails_its_step_and_the_worker_goes_on(worker: Any) -
 def test_a_finished_run_frees_its_redis_state_and_keeps_its_flag(worker: Any) -> None:
     run = Workflow("frees-state").step("a", workload.add).run(inputs={"x": 1, "y": 2})
     assert run.wait(timeout=30) == 3
-    client = runtime().state.client
+    client = default_services().state.client
     eventually(lambda: client.get(run_key(run.id, "ctl")) == b"succeeded", what="the end flag")
     assert not client.exists(run_key(run.id, "res"), run_key(run.id, "deliveries"))
-    assert 0 < client.ttl(run_key(run.id, "ctl")) <= runtime().state.ended_ttl
+    assert 0 < client.ttl(run_key(run.id, "ctl")) <= default_services().state.ended_ttl
 
 
 def test_a_missing_parent_result_is_an_error_not_none(servers: dict[str, str]) -> None:
-    state = runtime().state
+    state = default_services().state
     run_id = str(uuid.uuid4())
     state.init_run(run_id, {}, {"a": 1})
     claim = state.claim(run_id, "c", 1, "me", 1000, ["a", "b"])
@@ -147,11 +148,11 @@ def test_a_missing_parent_result_is_an_error_not_none(servers: dict[str, str]) -
 
 
 def test_lease_renewal_recreates_a_lease_redis_lost(servers: dict[str, str]) -> None:
-    state = runtime().state
+    state = default_services().state
     run_id = str(uuid.uuid4())
     mine, theirs = run_key(run_id, "lease:a:1"), run_key(run_id, "lease:b:1")
     state.client.set(theirs, "other", px=5000)
-    assert state.renew({mine: "me", theirs: "me"}, 5000) == 1
+    assert state.renew({(run_id, "a", 1): "me", (run_id, "b", 1): "me"}, 5000) == 1
     assert state.client.get(mine) == b"me" and state.client.get(theirs) == b"other"
 
 
@@ -172,21 +173,21 @@ def test_recovery_ends_a_run_whose_failure_never_reached_history(
     parked_run: Callable[[], str],
 ) -> None:
     # Given a run that Redis says failed at step a, while history still shows it unfinished
-    rt = runtime()
+    rt = default_services()
     run_id = parked_run()
     rt.state.fail(run_id, "a", "ValueError: boom")
     # When the reconciler looks at it
-    assert recover_run(run_id, "test", rt) is None
+    assert recover_run(rt, run_id, "test") is None
     # Then the run is failed at a, not recovered over and over
-    record = rt.store.get_run(run_id)
+    record = rt.history.get_run(run_id)
     assert record is not None and (record.status, record.error_step) == ("failed", "a")
-    assert [s.status for s in rt.store.get_steps(run_id)] == ["failed"]
+    assert [s.status for s in rt.history.get_steps(run_id)] == ["failed"]
 
 
 def test_a_broker_error_during_recovery_does_not_fail_the_run(
     parked_run: Callable[[], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rt = runtime()
+    rt = default_services()
     run_id = parked_run()
 
     def refused(self: CanvasBuilder, segment: Any) -> None:
@@ -194,20 +195,20 @@ def test_a_broker_error_during_recovery_does_not_fail_the_run(
 
     monkeypatch.setattr(CanvasBuilder, "publish", refused)
     with pytest.raises(ConnectionRefusedError):
-        recover_run(run_id, "test", rt)
-    record = rt.store.get_run(run_id)
+        recover_run(rt, run_id, "test")
+    record = rt.history.get_run(run_id)
     assert record is not None and record.status == "pending"
 
 
 def test_recovery_waits_for_a_step_still_running_elsewhere(parked_run: Callable[[], str]) -> None:
-    rt: Runtime = runtime()
+    rt: Services = default_services()
     run_id = parked_run()
     rt.writer.submit(StepEvent(run_id, "a", 1, "running", datetime.datetime.now(datetime.UTC)))
     rt.writer.flush()
     rt.state.client.set(run_key(run_id, "lease:a:1"), "elsewhere", px=10_000)
-    assert recover_run(run_id, "test", rt) is None
+    assert recover_run(rt, run_id, "test") is None
     rt.state.client.delete(run_key(run_id, "lease:a:1"))
-    assert recover_run(run_id, "test", rt) == 1
+    assert recover_run(rt, run_id, "test") == 1
 
 
 def test_a_retry_lost_after_the_delay_pump_took_it_is_published_again(
@@ -232,7 +233,7 @@ def test_a_retry_lost_after_the_delay_pump_took_it_is_published_again(
         retry={"max_attempts": 2, "base_delay": 2.0, "jitter": False},
     )
     run = wf.run()
-    client = runtime().state.client
+    client = default_services().state.client
     # When the delayed attempt is taken from the set and never published (its process died)
     taken = eventually(lambda: client.zrange("orch:delayed", 0, -1), 10, "the delayed attempt")
     assert client.zrem("orch:delayed", *taken) == len(taken)
@@ -261,7 +262,7 @@ def test_racing_pause_and_resume_leave_history_and_redis_agreeing(
     from orchestrator import get_run
     from orchestrator.errors import InvalidTransition
 
-    rt = runtime()
+    rt = default_services()
     run = get_run(parked_run())
     for _ in range(30):
         barrier = threading.Barrier(2)
@@ -310,11 +311,13 @@ def test_a_dead_letter_is_replayed_once(worker: Any) -> None:
     with pytest.raises(WorkflowFailed):
         run.wait(timeout=30)
     letter = eventually(
-        lambda: [d for d in runtime().store.dead_letters() if str(d.run_id) == run.id]
+        lambda: [d for d in default_services().history.dead_letters() if str(d.run_id) == run.id]
     )[0]
     assert main(["dlq", "replay", str(letter.id)]) == 0
     assert main(["dlq", "replay", str(letter.id)]) == 1  # "already replayed", on stderr
-    retries = [r for r in runtime().store.list_runs("replay-once") if r.parent_run_id == run.id]
+    retries = [
+        r for r in default_services().history.list_runs("replay-once") if r.parent_run_id == run.id
+    ]
     assert len(retries) == 1
 
 
@@ -325,7 +328,7 @@ def test_a_backlog_is_not_taken_for_a_stall_but_a_lost_message_is(
     from orchestrator.settings import Settings
 
     # Given a reconciler with a 1 s stall timeout, and a run whose step waits in its queue
-    rt = Runtime(Settings(stall_timeout=1.0))
+    rt = services_of(create_app(Settings(stall_timeout=1.0)))
     run_id = parked_run()
     time.sleep(1.5)
     reconciler = Reconciler(rt)
@@ -336,27 +339,27 @@ def test_a_backlog_is_not_taken_for_a_stall_but_a_lost_message_is(
     with rt.app.connection_for_write() as conn:
         conn.default_channel.queue_purge("nowhere")
     assert reconciler._recover_stalled() >= 1  # this run (and any other parked one)
-    assert [kind for _, kind, _ in rt.store.events(run_id)] == ["recovered"]
+    assert [kind for _, kind, _ in rt.history.events(run_id)] == ["recovered"]
 
 
 def test_the_reconciler_finishes_a_run_whose_output_is_typed(parked_run: Callable[[], str]) -> None:
     from orchestrator.ops.reconciler import Reconciler
 
     # Given a run whose only step succeeded with a datetime, but whose end was never written
-    rt = runtime()
+    rt = default_services()
     run_id = parked_run()
     at = datetime.datetime(2026, 11, 30, tzinfo=datetime.UTC)
     rt.writer.submit(StepEvent(run_id, "a", 1, "succeeded", at, result={"at": at}))
     rt.writer.flush()
     # When the reconciler finishes settled runs, Then the run succeeds with the typed output
     assert Reconciler(rt)._finish_settled() >= 1
-    record = rt.store.get_run(run_id)
+    record = rt.history.get_run(run_id)
     assert record is not None and (record.status, record.output) == ("succeeded", {"at": at})
 
 
 def test_a_late_copy_of_an_attempt_that_already_ran_is_stale(servers: dict[str, str]) -> None:
     # Given attempt 2 of a step failed and scheduled attempt 3 (a copy of 2 was published again)
-    state = runtime().state
+    state = default_services().state
     run_id = str(uuid.uuid4())
     state.init_run(run_id, {}, {})
     state.expect_retry(run_id, "s", 3, {"task": "x"}, time.time())
@@ -404,19 +407,19 @@ def test_a_running_step_of_an_ended_run_whose_worker_died_is_failed(
     from orchestrator.settings import Settings
 
     # Given a failed run with a step recorded running whose process died (no lease)
-    rt = Runtime(Settings(lease_seconds=0.5))
+    rt = services_of(create_app(Settings(lease_seconds=0.5)))
     run_id = parked_run()
     long_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=30)
     rt.writer.submit(StepEvent(run_id, "a", 1, "running", long_ago))
     rt.writer.flush()
-    rt.store.fail_run(run_id, "another step failed")
+    rt.history.fail_run(run_id, "another step failed")
     reconciler = Reconciler(rt)
     # When the reconciler has seen its lease missing for a lease period
     assert reconciler._end_orphans() == 0
     time.sleep(0.6)
     # Then the step ends as failed
     assert reconciler._end_orphans() == 1
-    assert [s.status for s in rt.store.get_steps(run_id)] == ["failed"]
+    assert [s.status for s in rt.history.get_steps(run_id)] == ["failed"]
 
 
 def test_a_step_skipped_by_its_runs_failure_that_did_run_records_its_outcome(
@@ -425,15 +428,15 @@ def test_a_step_skipped_by_its_runs_failure_that_did_run_records_its_outcome(
     from orchestrator.records import RunFinal
 
     # Given a run failed while a step's events were still on their way (it looks unstarted)
-    rt = runtime()
+    rt = default_services()
     run_id = parked_run()
     at = datetime.datetime.now(datetime.UTC)
     rt.writer.submit(RunFinal(run_id, "failed", at, error="boom", error_step="other"))
     rt.writer.flush()
-    assert [s.status for s in rt.store.get_steps(run_id)] == ["skipped"]
+    assert [s.status for s in rt.history.get_steps(run_id)] == ["skipped"]
     # When its events arrive, Then its real outcome is recorded (a retry keeps its result)
     rt.writer.submit(StepEvent(run_id, "a", 1, "running", at))
     rt.writer.submit(StepEvent(run_id, "a", 1, "succeeded", at, result=7))
     rt.writer.flush()
-    step = rt.store.get_steps(run_id)[0]
+    step = rt.history.get_steps(run_id)[0]
     assert (step.status, step.result, step.attempts) == ("succeeded", 7, 1)

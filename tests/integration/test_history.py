@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine
 
 from orchestrator import Workflow
-from orchestrator.engine.runtime import runtime
+from orchestrator.app import default_services
 from orchestrator.records import Event, NewRun, NewStep, RunFinal, StepEvent
 from orchestrator.settings import get_settings
 from orchestrator.stores.postgres.store import HistoryStore
@@ -41,7 +41,7 @@ def test_warm_shutdown_writes_every_buffered_event(
     runs = [wf.run({"x": i, "y": 1}) for i in range(5)]
     # When every step has finished in Celery but the held worker's history is still buffered,
     # the runs are not succeeded yet: a run succeeds only once every step row says so
-    app = runtime().app
+    app = default_services().app
     for run in runs:
         sink = next(s for s in run.steps() if s.step_id == "d")
         app.AsyncResult(sink.celery_task_id).get(timeout=30)

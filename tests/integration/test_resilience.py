@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from orchestrator import Workflow, WorkflowFailed
-from orchestrator.engine.runtime import runtime
+from orchestrator.app import default_services
 from tests.integration import workload
 from tests.integration.waiting import eventually
 
@@ -76,7 +76,7 @@ def test_breaker_is_shared_by_two_worker_processes(start_worker: Callable[..., A
     # Given two separate worker processes consuming the breaker's queue
     for name in ("cb-a", "cb-b"):
         start_worker(name, args=["-c", "1", "-Q", "cb"])
-    runtime().breakers.reset("test-breaker")
+    default_services().breakers.reset("test-breaker")
     key = _key()
     workload.set_down(key, True)
     wf = Workflow("breaker").step("s", workload.guarded, kwargs={"key": key}, queue="cb")
@@ -85,7 +85,7 @@ def test_breaker_is_shared_by_two_worker_processes(start_worker: Callable[..., A
     for run in failed:
         with pytest.raises(WorkflowFailed):
             run.wait(timeout=30)
-    assert runtime().breakers.get("test-breaker").state == "open"
+    assert default_services().breakers.get("test-breaker").state == "open"
     assert len({c["pid"] for c in workload.calls(key)}) == 2
     # and further runs are deferred: no call reaches the function while it is open
     deferred = [wf.run() for _ in range(4)]
@@ -101,7 +101,7 @@ def test_breaker_is_shared_by_two_worker_processes(start_worker: Callable[..., A
     assert trial["ok"] and all(c["start"] >= trial["end"] for c in rest)
     assert trial["start"] >= workload.calls(key)[2]["end"] + 2.0 - 0.1
     # Then the breaker is closed again and every deferred step ran once with one attempt
-    assert runtime().breakers.get("test-breaker").state == "closed"
+    assert default_services().breakers.get("test-breaker").state == "closed"
     assert len(later) == 4 and all(r.steps()[0].attempts == 1 for r in deferred)
 
 
@@ -175,7 +175,7 @@ def test_dead_letter_replayed_to_success(worker: Any) -> None:
     with pytest.raises(WorkflowFailed):
         run.wait(timeout=30)
     letter = eventually(
-        lambda: [d for d in runtime().store.dead_letters() if str(d.run_id) == run.id]
+        lambda: [d for d in default_services().history.dead_letters() if str(d.run_id) == run.id]
     )[0]
     assert letter.step_id == "s" and letter.reason == "exhausted"
     assert "switched off" in letter.error and letter.kwargs == {"key": key}
@@ -189,14 +189,16 @@ def test_dead_letter_replayed_to_success(worker: Any) -> None:
     assert get_run(retried.id).wait(timeout=30) == f"{key} ok"
     steps = {s.step_id: s for s in get_run(retried.id).steps()}
     assert steps["first"].attempts == 0 and steps["s"].attempts == 1
-    assert runtime().store.dead_letter(letter.id).replayed_at is not None
+    assert default_services().history.dead_letter(letter.id).replayed_at is not None
 
 
 def test_message_for_unregistered_task_becomes_a_dead_letter(worker: Any) -> None:
     task_id = str(uuid.uuid4())
-    runtime().app.send_task("tasks.not_registered", args=[1, 2], task_id=task_id)
+    default_services().app.send_task("tasks.not_registered", args=[1, 2], task_id=task_id)
     letter = eventually(
-        lambda: [d for d in runtime().store.dead_letters() if d.celery_task_id == task_id]
+        lambda: [
+            d for d in default_services().history.dead_letters() if d.celery_task_id == task_id
+        ]
     )[0]
     assert letter.reason == "unregistered" and letter.args == [1, 2]
     assert "ORCHESTRATOR_TASK_MODULES" in letter.error

@@ -25,8 +25,9 @@ from sqlalchemy import Engine, TextClause, create_engine, text
 from sqlalchemy.engine import make_url
 
 from orchestrator.ops import metrics
-from orchestrator.ops.metrics import HistoryCollector, fold_deltas
+from orchestrator.ops.metrics import HistoryCollector
 from orchestrator.stores.postgres import store
+from orchestrator.stores.postgres.housekeeping import fold_deltas
 from orchestrator.stores.postgres.migrate import upgrade
 from orchestrator.stores.postgres.store import HistoryStore
 

@@ -18,8 +18,9 @@ import yaml
 from sqlalchemy import text
 
 from orchestrator import RunNotFound, Workflow, get_run, list_runs
-from orchestrator.engine.runtime import runtime
-from orchestrator.ops.periodic import cleanup
+from orchestrator.app import default_services
+from orchestrator.ops.periodic import install
+from orchestrator.ops.schedule import CLEANUP_TASK
 from orchestrator.records import RunRecord
 from tests.integration import workload
 from tests.integration.conftest import ROOT
@@ -205,7 +206,7 @@ def test_cleanup_deletes_only_finished_runs_past_retention(worker: Any) -> None:
     for handle in handles:
         handle.wait(timeout=30)
     old_done, old_done2, old_paused, recent = (h.id for h in handles)
-    engine = runtime().store.engine
+    engine = default_services().history.engine
     with engine.begin() as conn:
         conn.execute(
             text("UPDATE workflow_runs SET created_at = :at WHERE id = ANY(CAST(:ids AS uuid[]))"),
@@ -215,8 +216,11 @@ def test_cleanup_deletes_only_finished_runs_past_retention(worker: Any) -> None:
         conn.execute(text("UPDATE workflow_runs SET status = 'paused' WHERE id = :id"),
                      {"id": old_paused})  # fmt: skip
     # When the cleanup runs with 30 days of retention, one run per batch
-    assert cleanup(days=0) == 0
-    deleted = cleanup(days=30, batch_size=1)
+    app = default_services().app
+    install(app, default_services().settings)  # beat's tasks, as orchestrator.worker registers them
+    task = app.tasks[CLEANUP_TASK]
+    assert task(days=0) == 0
+    deleted = task(days=30, batch_size=1)
     # Then only the old finished runs are gone, with their steps and attempts
     assert deleted == 2
     for gone in (old_done, old_done2):

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import redis
-from celery import Celery
 
+from orchestrator.app import create_app
 from orchestrator.cli import main
 from orchestrator.core import registry
 from orchestrator.core.spec import WorkflowSpec
@@ -33,6 +33,7 @@ from orchestrator.ops.schedule import (
     next_fire,
     previous_fire,
 )
+from orchestrator.settings import Settings
 from orchestrator.stores.postgres.housekeeping import TRANSIENT_ERRORS
 
 
@@ -223,9 +224,9 @@ def test_schedules_command_lists_each_scheduled_workflow(
 
 def test_install_registers_beats_tasks_and_one_entry_per_scheduled_workflow() -> None:
     registry.register(spec("unit_every_5", {"every": 5, "inputs": {"n": 1}}))
-    app = Celery("unit", set_as_current=False)
+    app = create_app(Settings(), "unit")
     app.conf.beat_schedule = {"mine": {"task": "t.mine", "schedule": 10}}
-    install(app)
+    install(app, Settings())
     assert {FIRE_TASK, CLEANUP_TASK} <= set(app.tasks)
     assert set(TRANSIENT_ERRORS) < set(app.tasks[FIRE_TASK].autoretry_for)
     entries = app.conf.beat_schedule
@@ -246,12 +247,12 @@ def test_a_fire_retries_while_a_server_is_away_past_celerys_retry_cap(
 ) -> None:
     # Given beat's fire task, and a submit that fails 12 times as PostgreSQL or Redis is away
     # (more than Celery's default cap of 3 retries, and the 10 the task once allowed)
-    app = Celery("unit", set_as_current=False)
-    install(app)
+    app = create_app(Settings(), "unit")
+    install(app, Settings())
     fire_task = app.tasks[FIRE_TASK]
     keys: list[str] = []
 
-    def start(target: Any, inputs: Any, key: str) -> str:
+    def start(rt: Any, target: Any, inputs: Any, key: str) -> str:
         keys.append(key)
         if len(keys) <= 12:
             raise error
@@ -272,11 +273,11 @@ def test_a_fire_does_not_retry_an_error_that_is_not_transient(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given a submit that fails with a validation error / When fired / Then it fails at once
-    app = Celery("unit", set_as_current=False)
-    install(app)
+    app = create_app(Settings(), "unit")
+    install(app, Settings())
     calls: list[str] = []
 
-    def start(target: Any, inputs: Any, key: str) -> str:
+    def start(rt: Any, target: Any, inputs: Any, key: str) -> str:
         calls.append(key)
         raise ScheduleError("wf", "bad")
 

@@ -1,8 +1,9 @@
-"""History queries for beat's tasks: the overlap check of scheduled runs, and retention.
+"""History housekeeping: the overlap check of scheduled runs, retention, metric totals.
 
 - :func:`schedule_lock` serialises "is the previous scheduled run finished? then submit" per
   workflow across every worker process and host (a PostgreSQL transaction advisory lock).
 - :func:`latest_scheduled_run` is the newest run of a workflow started by the schedule.
+- :func:`fold_deltas` moves the metric deltas the triggers write into their totals.
 - :func:`delete_finished_runs_before` deletes finished runs created before a cutoff, in batches
   of short transactions; ``task_runs`` and ``task_attempts`` go with them (``ON DELETE CASCADE``).
 """
@@ -11,32 +12,38 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy import Connection, Engine, delete, func, select, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from orchestrator.records import ScheduledRun
 from orchestrator.status import RUN_TERMINAL, Trigger
 from orchestrator.stores.postgres.models import WorkflowRun
 
 TERMINAL_RUNS = tuple(sorted(RUN_TERMINAL))
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 """Errors of an unreachable or restarting PostgreSQL, worth retrying."""
+FOLD_BATCH = 10_000  # delta rows folded per transaction
+FOLD_BATCHES = 20  # transactions per fold at most; what is left is summed by the scrape
 
-
-@dataclass(frozen=True)
-class ScheduledRun:
-    """The parts of a scheduled run the overlap check needs."""
-
-    id: str
-    status: str
-    idempotency_key: str | None
-    created_at: datetime
-
-    @property
-    def finished(self) -> bool:
-        return self.status in RUN_TERMINAL
+_FOLD_LOCK = text(
+    "SELECT pg_try_advisory_xact_lock(hashtextextended('orchestrator.metrics.fold', 0))"
+)
+_FOLD = text("""
+WITH moved AS (
+    DELETE FROM metric_deltas
+    WHERE id IN (SELECT id FROM metric_deltas ORDER BY id LIMIT :batch)
+    RETURNING metric, key, part, n, amount
+), added AS (
+    INSERT INTO metric_totals AS m (metric, key, part, n, amount)
+    SELECT metric, key, part, sum(n), sum(amount) FROM moved
+    GROUP BY metric, key, part ORDER BY metric, key, part
+    ON CONFLICT (metric, key, part)
+    DO UPDATE SET n = m.n + EXCLUDED.n, amount = m.amount + EXCLUDED.amount
+)
+SELECT count(*) FROM moved
+""")
 
 
 @contextmanager
@@ -80,3 +87,20 @@ def delete_finished_runs_before(engine: Engine, cutoff: datetime, batch_size: in
         total += deleted
         if deleted < batch_size:
             return total
+
+
+def fold_deltas(engine: Engine, batch: int = FOLD_BATCH, batches: int = FOLD_BATCHES) -> int:
+    """Move metric deltas into the totals, ``batch`` rows per transaction, at most ``batches``
+    transactions; how many rows moved (0 while another process folds). The totals a scrape
+    reads are the same before and after: this only keeps ``metric_deltas`` short."""
+    moved = 0
+    with engine.connect() as conn:
+        for _ in range(batches):
+            with conn.begin():
+                if not conn.execute(_FOLD_LOCK).scalar():
+                    return moved
+                count = int(conn.execute(_FOLD, {"batch": batch}).scalar_one())
+            moved += count
+            if count < batch:
+                break
+    return moved

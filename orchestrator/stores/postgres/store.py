@@ -6,24 +6,34 @@ The hot path of a step never calls this module; workers write through
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from orchestrator.codec import for_postgres, revive
 from orchestrator.errors import ServiceUnavailable
-from orchestrator.records import AttemptRecord, NewRun, NewStep, RunRecord, StepRecord
+from orchestrator.records import (
+    AttemptRecord,
+    NewRun,
+    NewStep,
+    RunRecord,
+    ScheduledRun,
+    StepRecord,
+)
 from orchestrator.settings import redact
 from orchestrator.status import RUN_TERMINAL, STEP_TERMINAL
+from orchestrator.stores.postgres import housekeeping
 from orchestrator.stores.postgres.models import (
     DeadLetter,
     RunEvent,
@@ -52,8 +62,9 @@ def _translated(method: Callable[..., Any]) -> Callable[..., Any]:
     def call(self: HistoryStore, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
-        except OperationalError as exc:
-            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        except (OperationalError, InterfaceError, PoolTimeout) as exc:
+            orig = getattr(exc, "orig", None)
+            detail = str(orig).strip().splitlines()[0] if orig else str(exc)
             raise ServiceUnavailable(
                 "PostgreSQL",
                 redact(render_url(self.url)),
@@ -105,6 +116,28 @@ class HistoryStore:
         self._engine = None
 
     # -- specs ----------------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Reach the database once (PostgreSQL away: ``ServiceUnavailable``)."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    # -- housekeeping
+
+    def fold_metrics(self) -> int:
+        """Move the metric deltas into their totals (keeps ``metric_deltas`` short)."""
+        return housekeeping.fold_deltas(self.engine)
+
+    @contextlib.contextmanager
+    def schedule_slot(self, workflow: str) -> Iterator[ScheduledRun | None]:
+        """Hold ``workflow``'s schedule lock (every process and host) for the block; yields its
+        newest scheduled run. The block decides whether to start the next one."""
+        with housekeeping.schedule_lock(self.engine, workflow) as conn:
+            yield housekeeping.latest_scheduled_run(conn, workflow)
+
+    def delete_finished_before(self, cutoff: datetime, batch_size: int = 1000) -> int:
+        """Delete finished runs created before ``cutoff`` (in short batches); how many."""
+        return housekeeping.delete_finished_runs_before(self.engine, cutoff, batch_size)
 
     def load_spec(self, version: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

@@ -42,7 +42,6 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from orchestrator import codec
 from orchestrator.records import UNSET, DeadLetterEvent, Event, RunFinal, SkipSteps, StepEvent
-from orchestrator.settings import get_settings
 from orchestrator.stores.postgres.store import HistoryStore
 
 log = logging.getLogger("orchestrator.history")
@@ -328,15 +327,15 @@ class HistoryWriter:
         *,
         flush_interval: float = 0.05,
         batch_size: int = 1000,
-        queue_size: int | None = None,
+        queue_size: int = 10_000,
         on_finalized: Callable[[list[tuple[str, str]]], None] | None = None,
     ) -> None:
-        """``queue_size``: most events held before :meth:`submit` blocks (default: the
-        ``history_queue_size`` setting)."""
+        """``queue_size``: most events held before :meth:`submit` blocks (the composition root
+        passes the ``history_queue_size`` setting)."""
         self.store = store
         self.flush_interval = flush_interval
         self.batch_size = batch_size
-        self.queue_size = get_settings().history_queue_size if queue_size is None else queue_size
+        self.queue_size = queue_size
         self.on_finalized = on_finalized
         self._queue: queue.Queue[Event | None] = queue.Queue(self.queue_size)
         self._thread: threading.Thread | None = None

@@ -22,7 +22,7 @@ import redis
 
 from orchestrator.codec import decode, encode
 from orchestrator.errors import ServiceUnavailable
-from orchestrator.records import Claim
+from orchestrator.records import Claim, Lease
 from orchestrator.settings import redact
 
 INPUTS = "__inputs__"
@@ -268,11 +268,12 @@ class RunState:
     def release(self, run_id: str, step_id: str, attempt: int, owner: str) -> None:
         self._release(keys=[key(run_id, f"lease:{step_id}:{attempt}")], args=[owner])
 
-    def renew(self, leases: dict[str, str], lease_ms: int) -> int:
-        """Extend the leases (key -> owner) still held by their owners."""
+    def renew(self, leases: dict[Lease, str], lease_ms: int) -> int:
+        """Extend the leases (run, step, attempt) -> owner still held by their owners."""
         if not leases:
             return 0
-        return int(self._renew(keys=list(leases), args=[lease_ms, *leases.values()]))
+        keys = [key(run_id, f"lease:{step_id}:{attempt}") for run_id, step_id, attempt in leases]
+        return int(self._renew(keys=keys, args=[lease_ms, *leases.values()]))
 
     def lease_alive(self, run_id: str, step_id: str, attempt: int) -> bool:
         return bool(self.client.exists(key(run_id, f"lease:{step_id}:{attempt}")))
@@ -348,6 +349,16 @@ class RunState:
     def hold(self, run_id: str, what: str, seconds: float) -> bool:
         """Take a marker that expires after ``seconds``; False while someone else's exists."""
         return bool(self.client.set(key(run_id, what), 1, nx=True, px=int(seconds * 1000)))
+
+    def lead(self, name: str, token: str, seconds: float) -> bool:
+        """Take or keep the lock ``name`` for ``token`` (one leader among processes)."""
+        ttl = int(seconds * 1000)
+        if self.client.set(name, token, nx=True, px=ttl):
+            return True
+        if self.client.get(name) == token.encode():
+            self.client.pexpire(name, ttl)
+            return True
+        return False
 
     def notify_done(self, run_id: str, status: str) -> None:
         self.client.publish(done_channel(run_id), status)

@@ -17,13 +17,12 @@ import time
 from typing import Any
 
 import orchestrator.worker as worker_module
-from orchestrator.engine.runtime import PlanKey, after_fork, runtime
+from orchestrator.engine.services import PlanKey
 from orchestrator.ops import forksafe
-from orchestrator.ops.maintenance import _publish
+from orchestrator.ops.delays import DelayPump
 from orchestrator.ops.reconciler import Reconciler, recover_run
-from orchestrator.stores.redis.delays import DelayPump
 
-rt = worker_module._rt
+rt = worker_module.services
 if "--no-prepare" not in sys.argv:
     forksafe.prepare(rt)
 main = threading.main_thread()
@@ -38,20 +37,23 @@ def audit(event: str, args: tuple[Any, ...]) -> None:
 
 def work(run_id: str) -> None:
     """What the reconciler, the delay pump and the history writer do in a worker."""
-    reconciler, pump = Reconciler(rt), DelayPump(rt.delays, _publish)
+    reconciler, pump = (
+        Reconciler(rt),
+        DelayPump(rt.delays, lambda m: rt.app.signature(m).apply_async()),
+    )
     while not stop.is_set():
         reconciler.pass_once()
         pump.pump_once()
         rt.state.client.delete(f"orch:{{{run_id}}}:recovering")
-        recover_run(run_id, "fork test", rt)
+        recover_run(rt, run_id, "fork test")
         rt.writer.flush(timeout=5)
 
 
 def child(version: str) -> None:
     """A pool process: a fresh runtime that loads a plan from PostgreSQL."""
     signal.alarm(20)  # a child stuck on a lock it inherited is killed: exit code -14
-    after_fork()
-    runtime().plan(PlanKey(version))
+    rt.after_fork()
+    rt.plan(PlanKey(version))
     os._exit(0)
 
 

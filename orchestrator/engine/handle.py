@@ -1,0 +1,179 @@
+"""A run's handle: its status, steps and output, waiting for it, and control over it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from orchestrator.core.spec import WorkflowSpec
+from orchestrator.engine.services import Services
+from orchestrator.engine.submit import Submission, submit
+from orchestrator.errors import InvalidTransition, RunNotFound, ServiceUnavailable, WorkflowFailed
+from orchestrator.records import RunRecord, StepRecord
+from orchestrator.status import RunStatus, StepStatus, Trigger
+
+StepRun = StepRecord
+
+
+class RunHandle:
+    """A workflow run: its status, steps and output, and control over it."""
+
+    def __init__(self, run_id: str, rt: Services) -> None:
+        self.id = run_id
+        self._rt = rt
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.id}>"
+
+    def record(self) -> RunRecord:
+        found = self._rt.history.get_run(self.id)
+        if found is None:
+            raise RunNotFound(self.id)
+        return found
+
+    def status(self) -> RunStatus:
+        return RunStatus(self.record().status)
+
+    def steps(self) -> list[StepRun]:
+        return self._rt.history.get_steps(self.id)
+
+    @property
+    def output(self) -> Any:
+        return self.record().output
+
+    def wait(
+        self,
+        timeout: float | None = 60.0,
+        on_progress: Callable[[RunRecord], None] | None = None,
+        progress_every: float = 2.0,
+    ) -> Any:
+        """Block until the run ends; its output, or ``WorkflowFailed`` / ``TimeoutError``.
+
+        Wakes on the run's completion message in Redis, and meanwhile re-reads PostgreSQL only
+        every ``progress_every`` seconds (calling ``on_progress``), never in a tight loop.
+        """
+        limit = 10.0**9 if timeout is None else timeout
+        for _announced in self._rt.state.watch_done(self.id, limit, tick=progress_every):
+            try:
+                record = self.record()
+            except ServiceUnavailable:
+                continue  # PostgreSQL is restarting: look again at the next tick
+            if RunStatus(record.status).terminal:
+                return self._outcome(record)
+            if on_progress is not None:
+                on_progress(record)
+        record = self.record()
+        if RunStatus(record.status).terminal:
+            return self._outcome(record)
+        raise TimeoutError(
+            f"run {self.id} of workflow {record.workflow!r} is still {record.status} after "
+            f"{timeout}s; `orchestrator show {self.id}` shows where it is"
+        )
+
+    def _outcome(self, record: RunRecord) -> Any:
+        if record.status == RunStatus.SUCCEEDED:
+            return record.output
+        raise WorkflowFailed(
+            record.id, record.workflow, record.status, record.error_step, record.error
+        )
+
+    def cancel(self, reason: str = "cancelled by request") -> bool:
+        """Cancel the run: nothing new starts; running steps finish. False if it had ended."""
+        if RunStatus(self.record().status).terminal:
+            return False
+        self._rt.state.set_flag(self.id, "cancelled")
+        if not self._rt.history.cancel_run(self.id, reason):
+            return False
+        self._rt.state.resume(self.id)  # parked messages of a paused run are dropped
+        self._rt.history.add_event(self.id, "cancelled", reason)
+        pending = self._rt.history.unfinished_task_ids(self.id)
+        if pending:
+            self._rt.app.control.revoke(pending)
+        self._rt.state.notify_done(self.id, "cancelled")
+        self._rt.state.end(self.id, "cancelled")
+        return True
+
+    def pause(self) -> bool:
+        """Steps not yet started wait (running ones finish); False if the run had ended."""
+        state = self._rt.state
+        if not self._rt.history.transition(
+            self.id, ("pending", "running"), RunStatus.PAUSED, lambda: state.pause(self.id)
+        ):
+            self._refuse("paused", (RunStatus.PENDING, RunStatus.RUNNING))
+        self._rt.history.add_event(self.id, "paused")
+        return True
+
+    def resume(self) -> bool:
+        """Publish the steps that waited while the run was paused."""
+        parked: list[dict[str, Any]] = []
+        if not self._rt.history.transition(
+            self.id,
+            ("paused",),
+            RunStatus.RUNNING,
+            lambda: parked.extend(self._rt.state.resume(self.id)),
+        ):
+            self._refuse("resumed", (RunStatus.PAUSED,))
+        for message in parked:
+            self._rt.app.signature(message).apply_async()
+        self._rt.history.add_event(self.id, "resumed", f"{len(parked)} waiting steps published")
+        return True
+
+    def _refuse(self, action: str, allowed: tuple[RunStatus, ...]) -> None:
+        status = self.record().status
+        raise InvalidTransition(
+            f"run {self.id} is {status}; only a {' or '.join(allowed)} run can be {action}"
+        )
+
+    def events(self) -> list[tuple[Any, str, str | None]]:
+        """What was done to the run (paused, resumed, cancelled, retried, recovered), in order."""
+        return self._rt.history.events(self.id)
+
+    def retry(self) -> RunHandle:
+        """A new run of this failed or cancelled run: succeeded steps keep their outputs, only
+        failed and never-run steps execute (``parent_run_id`` is this run).
+
+        Refused while a step of this run still runs (its effects would happen twice). Retrying
+        the same run again returns the run the first retry started.
+        """
+        record = self.record()
+        if record.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+            raise InvalidTransition(
+                f"run {self.id} is {record.status}; only failed or cancelled runs can be retried"
+            )
+        data = self._rt.history.load_spec(record.workflow_version)
+        if data is None:
+            raise RunNotFound(self.id)
+        steps = self.steps()
+        self._refuse_while_running(steps)
+        done = {s.step_id: s.result for s in steps if s.status == StepStatus.SUCCEEDED}
+        run_id = submit(
+            self._rt,
+            WorkflowSpec.model_validate(data),
+            Submission(
+                inputs=record.inputs,
+                trigger=Trigger.RETRY,
+                idempotency_key=f"retry-of:{self.id}",
+                correlation_id=record.correlation_id,
+                tenant_id=record.tenant_id,
+                parent_run_id=self.id,
+                done=done,
+            ),
+        )
+        return RunHandle(run_id, self._rt)
+
+    def _refuse_while_running(self, steps: list[StepRun]) -> None:
+        state = self._rt.state
+        running = [
+            s.step_id
+            for s in steps
+            if s.status == StepStatus.RUNNING
+            and state.lease_alive(self.id, s.step_id, max(1, s.attempts))
+        ]
+        if running:
+            raise InvalidTransition(
+                f"run {self.id} still has steps running ({', '.join(running)}); retry it once "
+                "they end, or their effects would happen twice"
+            )
+
+    def step_status(self) -> dict[str, StepStatus]:
+        return {s.step_id: StepStatus(s.status) for s in self.steps()}

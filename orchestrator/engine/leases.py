@@ -1,0 +1,72 @@
+"""Leases: a running step's hold on its attempt, renewed while it runs, and taken over from a
+pool process that died.
+
+A delivery claims ``(run, step, attempt)`` with a lease that expires unless renewed; the
+:class:`LeaseKeeper` thread of each process renews the leases of the steps running there. A lease
+held by a dead pool process of the same host is stolen at once (:func:`holder_is_dead`); any other
+lapsed lease is the reconciler's to recover.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from orchestrator.ports import RunStateStore
+from orchestrator.records import Lease
+
+
+def holder_is_dead(holder: str | None, hostname: str) -> bool:
+    """Whether a lease ``holder`` (``host:pid:token``) is a process of this host that is gone:
+    a pool process the worker replaced after it was killed mid-step."""
+    parts = (holder or "").rsplit(":", 2)
+    if len(parts) != 3 or not hostname or parts[0] != hostname or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False  # a thread of this process (threads pool) may hold it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class LeaseKeeper:
+    """Keeps the leases of the steps running in this process alive (a thread per process)."""
+
+    def __init__(self, state: Callable[[], RunStateStore], lease_seconds: float) -> None:
+        self._state = state
+        self._lease_seconds = lease_seconds
+        self._leases: dict[Lease, str] = {}
+        self._lock = threading.Lock()
+        self._pid = 0
+
+    def keep(self, lease: Lease, owner: str) -> None:
+        with self._lock:
+            self._leases[lease] = owner
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                threading.Thread(
+                    target=self._renew, name="orchestrator-leases", daemon=True
+                ).start()
+
+    def drop(self, lease: Lease) -> None:
+        with self._lock:
+            self._leases.pop(lease, None)
+
+    def _renew(self) -> None:
+        period = self._lease_seconds / 3
+        while True:
+            time.sleep(period)
+            # held during the call: a lease dropped meanwhile must not be re-created after its
+            # step released it (renewal re-creates a lease that Redis lost)
+            with self._lock:
+                try:
+                    self._state().renew(dict(self._leases), int(self._lease_seconds * 1000))
+                except Exception:  # Redis away: renewed (re-created) once it is back
+                    continue

@@ -1,0 +1,350 @@
+"""One delivery of one step of one run: the state machine a worker runs for a step's message.
+
+It checks the run's control flag (a cancelled or failed run starts nothing new), claims the
+step's attempt with a lease, builds the step's arguments (run inputs, the chained result, or its
+parents' results), asks the breaker, records the attempt, calls the function, then records the
+result, counts it toward joins (publishing a join's segment when it completes) and finishes the
+run when the last sink succeeds. A failure is retried per the step's policy
+(``orchestrator.engine.failure``), or fails the step and its run for good with a dead letter.
+One Redis round trip before the call and one after; history goes to the batched writer.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import traceback as tb
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from celery.exceptions import Ignore
+
+from orchestrator.codec import Encoded, UnencodableValue, encode
+from orchestrator.context import RunContext, reset_current, set_current
+from orchestrator.core.backoff import RetryPolicy
+from orchestrator.core.breaker import BreakerConfig
+from orchestrator.core.planner import Plan, StepPlan
+from orchestrator.core.spec import StepSpec, WorkflowSpec
+from orchestrator.engine.canvas import CanvasBuilder
+from orchestrator.engine.failure import (
+    REASONS,
+    BadArguments,
+    MissingResult,
+    NotRetryable,
+    UnencodableResult,
+    fail_run,
+    now,
+    schedule_retry,
+)
+from orchestrator.engine.leases import holder_is_dead
+from orchestrator.engine.services import PlanKey, Services, services_of
+from orchestrator.ports import BreakerStore
+from orchestrator.records import Claim, DeadLetterEvent, Lease, RunFinal, SkipSteps, StepEvent
+
+if TYPE_CHECKING:
+    from orchestrator.engine.task import StepTask
+
+log = logging.getLogger("orchestrator.step")
+
+
+def effective_policy(task: StepTask, step: StepSpec) -> RetryPolicy | None:
+    """The task's ``@retry`` policy with the step's ``retry`` overrides."""
+    if step.retry is None:
+        return task.retry_policy
+    base = task.retry_policy or RetryPolicy()
+    return base.merged(**step.retry.model_dump())
+
+
+def signature_of(task: StepTask) -> inspect.Signature:
+    """The task function's signature, computed once per task."""
+    found: inspect.Signature | None = task.__dict__.get("_orchestrator_signature")
+    if found is None:
+        found = inspect.signature(task.run)
+        task.__dict__["_orchestrator_signature"] = found
+    return found
+
+
+def guarded(store: BreakerStore, cfg: BreakerConfig, trial: bool, call: Any) -> Any:
+    """Call ``call`` and report its outcome to the breaker ``cfg``."""
+    try:
+        result = call()
+    except Exception as exc:
+        store.report(cfg, ok=not cfg.counts(exc), trial=trial)
+        raise
+    store.report(cfg, ok=True, trial=trial)
+    return result
+
+
+class Step:
+    """One delivery of one step of one run."""
+
+    def __init__(self, task: StepTask, ctx: dict[str, Any]) -> None:
+        self.task = task
+        self.ctx = ctx
+        self.rt: Services = services_of(task.app)
+        self.run_id: str = ctx["run_id"]
+        self.step_id: str = ctx["step_id"]
+        self.resumed = bool(ctx.get("resumed"))
+        self.epoch = int(ctx.get("epoch", 0))
+        key = PlanKey(
+            ctx["version"], self.run_id if self.resumed or self.epoch else None, self.epoch
+        )
+        self.spec: WorkflowSpec
+        self.plan: Plan
+        self.spec, self.plan = self.rt.plan(key)
+        self.info: StepPlan = self.plan.steps[self.step_id]
+        self.attempt = int(ctx.get("attempt", 1))
+        self.policy = effective_policy(task, self.spec.step(self.step_id))
+        self.owner = f"{task.request.hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def execute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        parents = list(self.info.parents) if self.info.mode == "fetch" else []
+        claim = self._claim(parents)
+        if claim.outcome == "done":
+            return self._already_done(claim.result)
+        if claim.outcome == "missing":
+            self._fail_unstarted(MissingResult(self._missing(claim.flag)), args, kwargs)
+        if claim.outcome != "go":
+            raise Ignore()  # another live delivery is executing this step
+        if claim.deliveries > self.rt.settings.max_deliveries:
+            self._undeliverable(claim.deliveries, args, kwargs)
+        if self.info.mode == "fetch":
+            values = claim.parents
+            args = (values[0] if len(values) == 1 else dict(zip(parents, values, strict=True)),)
+        trial = self._ask_breaker()
+        self._record("running", starts_run=not self.plan.segments[self.info.segment].trigger)
+        token = set_current(
+            RunContext(
+                self.run_id,
+                self.step_id,
+                self.attempt,
+                self.spec.name,
+                self.task.request.id or "",
+                lambda: self.rt.state.inputs(self.run_id),
+            )
+        )
+        try:
+            result = self._call(args, kwargs, trial)
+            encoded = self._encode(result)
+        except Exception as exc:
+            self.on_error(exc, args, kwargs)
+            raise
+        finally:
+            reset_current(token)
+            self.rt.leases.drop(self.lease_key)
+        self._succeeded(result, encoded)
+        return result
+
+    @property
+    def lease_key(self) -> Lease:
+        return (self.run_id, self.step_id, self.attempt)
+
+    def _claim(self, parents: list[str]) -> Claim:
+        """Claim the step; a paused run parks it, a cancelled or failed run stands it down."""
+        lease_ms = int(self.rt.settings.lease_seconds * 1000)
+        steal, restored = "", False
+        while True:
+            claim = self.rt.state.claim(
+                self.run_id, self.step_id, self.attempt, self.owner, lease_ms, parents, steal
+            )
+            if claim.outcome == "go":
+                self.rt.leases.keep(self.lease_key, self.owner)
+                return claim
+            if claim.outcome == "busy" and not steal and holder_is_dead(claim.flag, self.host):
+                steal = claim.flag or ""  # its pool process was killed: take the step over
+                continue
+            if claim.outcome == "missing" and not restored:
+                self._restore_results()
+                restored = True
+                continue
+            if claim.outcome != "flag" or claim.flag != "paused":
+                if claim.outcome == "flag":
+                    self._stand_down(claim.flag or "cancelled")
+                return claim
+            request = self.task.request
+            sig = self.task.signature_from_request(request, request.args, request.kwargs)
+            if self.rt.state.park(self.run_id, dict(sig)):
+                raise Ignore()  # published again by resume()
+
+    @property
+    def host(self) -> str:
+        return str(self.task.request.hostname or "")
+
+    def _restore_results(self) -> None:
+        """Put the results history has back into Redis (lost with Redis's data)."""
+        steps = self.rt.history.get_steps(self.run_id)
+        done = {s.step_id: s.result for s in steps if s.status == "succeeded"}
+        if done:
+            self.rt.state.restore_results(self.run_id, done)
+
+    def _missing(self, parent: str | None) -> str:
+        return (
+            f"workflow {self.spec.name!r}, run {self.run_id}: step {self.step_id!r} cannot start: "
+            f"the result of its parent step {parent!r} is neither in Redis nor in history (Redis "
+            "lost or evicted it; set maxmemory-policy noeviction and keep Redis's AOF)"
+        )
+
+    def _encode(self, result: Any) -> str:
+        try:
+            return encode(result)
+        except UnencodableValue as exc:
+            raise UnencodableResult(
+                f"workflow {self.spec.name!r}, step {self.step_id!r} returned a value of type "
+                f"{type(result).__name__} that Celery's JSON cannot encode ({exc}); return JSON "
+                "data (dict, list, str, numbers, bool, None, datetime, Decimal, UUID)"
+            ) from exc
+
+    def _fail_unstarted(
+        self, exc: NotRetryable, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        self.on_error(exc, args, kwargs)
+        raise exc
+
+    def _already_done(self, result: Any) -> Any:
+        """A redelivered step that had succeeded: finish what its first delivery may not have.
+
+        Its process may have died after the result reached Redis but before its history was
+        written, or (when Celery has no result for it) before the canvas moved on.
+        """
+        self._record("succeeded", result=result)
+        if self.task.AsyncResult(self.task.request.id).state != "SUCCESS":
+            self._succeeded(result, encode(result), recheck=True)
+            return result
+        if self.info.sink:
+            _, sinks = self.rt.state.finish_step(
+                self.run_id, self.step_id, encode(result), [], True, self.attempt, self.owner
+            )
+            if sinks is not None and sinks[1] == len(self.spec.sinks):
+                self._finish_run()
+        raise Ignore()
+
+    def _undeliverable(
+        self, deliveries: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """The attempt was delivered again and again (its process keeps dying): give up on it."""
+        error = (
+            f"attempt {self.attempt} was delivered {deliveries} times without finishing "
+            f"(its worker process died each time; limit ORCHESTRATOR_MAX_DELIVERIES="
+            f"{self.rt.settings.max_deliveries})"
+        )
+        self.rt.state.release(self.run_id, self.step_id, self.attempt, self.owner)
+        self._record("failed", error=error)
+        self._dead_letter("too_many_deliveries", args, kwargs, error, None)
+        fail_run(self.rt, self.run_id, self.step_id, error)
+        raise Ignore()
+
+    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any], trial: bool | None) -> Any:
+        try:
+            signature_of(self.task).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise BadArguments(f"{self.task.name} cannot take these arguments: {exc}") from exc
+        if trial is None or self.task.breaker is None:
+            return self.task.run(*args, **kwargs)
+        return guarded(
+            self.rt.breakers, self.task.breaker, trial, lambda: self.task.run(*args, **kwargs)
+        )
+
+    def _ask_breaker(self) -> bool | None:
+        """None without a breaker; whether this call is the half-open trial; or defer the step."""
+        cfg = self.task.breaker
+        if cfg is None:
+            return None
+        decision, wait = self.rt.breakers.acquire(cfg)
+        if decision == "defer":
+            # not an attempt: the same attempt number is delivered again once the breaker allows
+            self.rt.leases.drop(self.lease_key)
+            self.rt.state.release(self.run_id, self.step_id, self.attempt, self.owner)
+            self.rt.state.undo_delivery(self.run_id, self.step_id, self.attempt)
+            raise self.task.retry(countdown=wait, max_retries=None)
+        return decision == "trial"
+
+    def _record(self, status: str, **extra: Any) -> None:
+        self.rt.writer.submit(
+            StepEvent(
+                self.run_id,
+                self.step_id,
+                self.attempt,
+                status,
+                now(),
+                worker=self.task.request.hostname,
+                **extra,
+            )
+        )
+
+    def _stand_down(self, flag: str) -> None:
+        """The run was cancelled or failed: neither this step nor what follows it will run."""
+        status = "cancelled" if flag == "cancelled" else "skipped"
+        steps = (self.step_id, *self.plan.descendants(self.step_id))
+        self.rt.writer.submit(SkipSteps(self.run_id, steps, status, now(), f"run {flag}"))
+        raise Ignore()
+
+    def on_error(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Retry per the policy (raises ``Retry``), or fail the step and its run for good."""
+        error = f"{type(exc).__name__}: {exc}"
+        trace = "".join(tb.format_exception(exc))
+        retryable = not isinstance(exc, NotRetryable)
+        self.rt.state.release(self.run_id, self.step_id, self.attempt, self.owner)
+        if self.rt.state.failure(self.run_id) is not None:
+            # the run was cancelled or failed meanwhile: no next attempt, no second failure
+            self._record("failed", error=error, traceback=trace)
+            return
+        if retryable and self.policy and self.policy.should_retry(exc, self.attempt):
+            delay = self.policy.delay(self.attempt)
+            log.warning("attempt %d failed (%s); retrying in %.2fs", self.attempt, error, delay)
+            self._record("retrying", error=error, traceback=trace)
+            schedule_retry(self.rt, self.task, self.task.request, self.ctx, delay, exc)
+        log.error("attempt %d failed for good: %s", self.attempt, error)
+        self._record("failed", error=error, traceback=trace)
+        reason = "exhausted" if retryable else REASONS.get(type(exc), "not_retryable")
+        self._dead_letter(reason, args, kwargs, error, trace)
+        fail_run(self.rt, self.run_id, self.step_id, error)
+
+    def _dead_letter(
+        self,
+        reason: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        error: str,
+        trace: str | None,
+    ) -> None:
+        self.rt.writer.submit(
+            DeadLetterEvent(
+                task=self.task.name,
+                reason=reason,
+                at=now(),
+                run_id=self.run_id,
+                step_id=self.step_id,
+                celery_task_id=self.task.request.id,
+                args=list(args),
+                kwargs=kwargs,
+                error=error,
+                traceback=trace,
+            )
+        )
+
+    def _succeeded(self, result: Any, encoded: str, recheck: bool = False) -> None:
+        if not recheck:
+            self._record("succeeded", result=Encoded(encoded))
+        joins = [f"{self.epoch}:{index}" for index in self.info.triggers]
+        counts, sinks_done = self.rt.state.finish_step(
+            self.run_id, self.step_id, encoded, joins, self.info.sink, self.attempt, self.owner
+        )
+        for index, (added, size) in zip(self.info.triggers, counts, strict=True):
+            segment = self.plan.segments[index]
+            if size == len(segment.trigger) and (added or recheck):
+                self._builder().publish(segment)
+        sinks_complete = sinks_done is not None and sinks_done[1] == len(self.spec.sinks)
+        if sinks_complete and sinks_done is not None and (sinks_done[0] or recheck):
+            self._finish_run()
+
+    def _builder(self) -> CanvasBuilder:
+        return CanvasBuilder(
+            self.rt.app, self.spec, self.plan, self.run_id, {}, self.resumed, self.epoch
+        )
+
+    def _finish_run(self) -> None:
+        sinks = self.spec.sinks
+        values = self.rt.state.results(self.run_id, sinks)
+        output = values[0] if len(sinks) == 1 else dict(zip(sinks, values, strict=True))
+        self.rt.writer.submit(RunFinal(self.run_id, "succeeded", now(), output=output))

@@ -1,0 +1,127 @@
+"""Submitting a run: validate, write it with its steps, publish its first segments.
+
+A run is written to history (``pending``, one row per step) before anything is published; a
+broker that cannot be reached then fails the run, which is never left pending.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.core import registry
+from orchestrator.core.planner import Plan, build_plan
+from orchestrator.core.spec import WorkflowSpec, check_inputs, check_tasks
+from orchestrator.engine.canvas import CanvasBuilder, task_id
+from orchestrator.engine.services import PlanKey, Services
+from orchestrator.errors import ServiceUnavailable
+from orchestrator.records import NewRun, NewStep
+from orchestrator.settings import redact
+from orchestrator.status import Trigger
+
+DEADLINE_TASK = "orchestrator.run_deadline"
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What a run is started with, besides the workflow."""
+
+    inputs: dict[str, Any]
+    trigger: Trigger = Trigger.API
+    idempotency_key: str | None = None
+    correlation_id: str | None = None
+    tenant_id: str | None = None
+    parent_run_id: str | None = None
+    done: dict[str, Any] | None = None  # step id -> result, for a retried run
+
+
+def resolve(rt: Services, workflow: WorkflowSpec | str | Any) -> WorkflowSpec:
+    """A spec from a spec, a ``Workflow`` (anything with ``.spec``) or a registered name."""
+    if isinstance(workflow, WorkflowSpec):
+        return workflow
+    spec = getattr(workflow, "spec", None)
+    if isinstance(spec, WorkflowSpec):
+        return spec
+    rt.load_modules()
+    return registry.get(str(workflow))
+
+
+def submit(rt: Services, spec: WorkflowSpec, sub: Submission) -> str:
+    """Validate, write the run and its steps, then publish the first segments; the run's id
+    (of the run started before with the same idempotency key, if any)."""
+    rt.load_modules()
+    check_tasks(spec, rt.catalog)
+    check_inputs(spec, sub.inputs, rt.catalog)
+    done = sub.done or {}
+    plan = build_plan(spec, frozenset(done))
+    run_id = str(uuid.uuid4())
+    steps = [
+        NewStep(
+            s.id,
+            s.task,
+            task_id(run_id, s.id),
+            status="succeeded" if s.id in done else "pending",
+            result=done.get(s.id),
+            has_result=s.id in done,
+        )
+        for s in spec.steps
+    ]
+    record = NewRun(
+        id=run_id,
+        workflow=spec.name,
+        version=spec.version,
+        spec=spec.model_dump(mode="json"),
+        inputs=sub.inputs,
+        trigger=str(sub.trigger),
+        idempotency_key=sub.idempotency_key,
+        correlation_id=sub.correlation_id,
+        tenant_id=sub.tenant_id,
+        parent_run_id=sub.parent_run_id,
+        done_steps=list(done),
+    )
+    rt.state.ping()
+    final_id, created = rt.history.create_run(record, steps)
+    if not created:
+        return final_id
+    rt.remember(PlanKey(spec.version, run_id if done else None), spec, plan)
+    rt.state.init_run(run_id, sub.inputs, done, [s for s in spec.sinks if s in done])
+    if sub.parent_run_id:
+        rt.history.add_event(sub.parent_run_id, "retried", f"as run {run_id}")
+    builder = CanvasBuilder(rt.app, spec, plan, run_id, sub.inputs, resumed=bool(done))
+    publish_start(rt, builder, plan)
+    if spec.deadline:
+        schedule_deadline(rt, run_id, spec.deadline)
+    return run_id
+
+
+def schedule_deadline(rt: Services, run_id: str, seconds: float) -> None:
+    """Publish the deadline check of a run (``orchestrator.ops.deadlines``), durably when it is
+    far off."""
+    sig = rt.app.signature(DEADLINE_TASK, args=(run_id, seconds))
+    if seconds < rt.longest_broker_delay:
+        sig.apply_async(countdown=seconds)
+    else:
+        rt.delays.add(dict(sig), time.time() + seconds)
+
+
+def publish_start(rt: Services, builder: CanvasBuilder, plan: Plan) -> None:
+    """Publish the segments a run starts with, then note that it was published.
+
+    A broker that cannot be reached fails the run (it is never left pending) and raises.
+    """
+    try:
+        for segment in plan.start:
+            builder.publish(segment)
+    except Exception as exc:  # connection refused, timed out, hung: never leave it pending
+        error = f"not published: the broker at {redact(rt.settings.broker_url)} is unreachable"
+        rt.history.fail_run(builder.run_id, error)
+        raise ServiceUnavailable(
+            "the Celery broker",
+            redact(rt.settings.broker_url),
+            str(exc),
+            f"Run {builder.run_id} was recorded and marked failed; start the broker (or set "
+            "ORCHESTRATOR_BROKER_URL) and submit again",
+        ) from exc
+    rt.history.mark_published(builder.run_id)
