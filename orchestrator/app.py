@@ -19,6 +19,7 @@ from orchestrator.engine.services import Adapters, Services, bind, services_of
 from orchestrator.engine.task import StepTask
 from orchestrator.ops import deadlines  # noqa: F401  (registers the framework's own task)
 from orchestrator.ports import RunHistory, RunStateStore
+from orchestrator.records import Ended
 from orchestrator.settings import Settings, get_settings
 from orchestrator.stores.postgres.store import HistoryStore
 from orchestrator.stores.postgres.writer import HistoryWriter
@@ -79,7 +80,7 @@ def redis_postgres(settings: Settings) -> Adapters:
             ended_ttl=max(2 * settings.visibility_timeout, 3600),
         )
 
-    def writer(history: RunHistory, announce: Callable[[list[tuple[str, str]]], None]) -> Any:
+    def writer(history: RunHistory, announce: Callable[[list[Ended]], None]) -> Any:
         return HistoryWriter(
             cast(HistoryStore, history),
             flush_interval=settings.history_flush_interval,

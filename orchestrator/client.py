@@ -60,4 +60,6 @@ def list_runs(
     app: Celery | None = None,
 ) -> list[RunRecord]:
     """Newest runs first, optionally of one workflow and/or status."""
-    return default_services(app).history.list_runs(workflow, str(status) if status else None, limit)
+    return default_services(app).history.list_runs(
+        workflow, RunStatus(status) if status else None, limit
+    )

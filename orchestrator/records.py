@@ -1,5 +1,5 @@
-"""The records the ports exchange: runs and steps as stored, what a submit writes, the
-history events a worker hands to the writer, and the outcome of claiming a step.
+"""The records the ports exchange: runs, steps and dead letters as stored, what a submit
+writes, the history events a worker hands to the writer, and the outcome of claiming a step.
 
 Plain frozen dataclasses with no I/O, shared by the engine and every adapter
 (``stores.postgres``, ``stores.redis``, ``stores.memory``).
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from orchestrator.status import RUN_TERMINAL
+from orchestrator.status import RunStatus, StepStatus
 
 UNSET: Any = object()  # a step event that carries no result
 
@@ -24,7 +24,7 @@ class NewStep:
     step_id: str
     task_name: str
     celery_task_id: str
-    status: str = "pending"
+    status: StepStatus = StepStatus.PENDING
     result: Any = None
     has_result: bool = False
 
@@ -51,7 +51,7 @@ class RunRecord:
     id: str
     workflow: str
     workflow_version: str
-    status: str
+    status: RunStatus
     inputs: dict[str, Any]
     output: Any
     error: str | None
@@ -72,7 +72,7 @@ class RunRecord:
 @dataclass(frozen=True)
 class AttemptRecord:
     attempt: int
-    status: str
+    status: StepStatus
     worker: str | None
     error: str | None
     traceback: str | None
@@ -86,7 +86,7 @@ class StepRecord:
 
     step_id: str
     task: str
-    status: str
+    status: StepStatus
     attempts: int
     started_at: datetime | None
     finished_at: datetime | None
@@ -103,6 +103,24 @@ class StepRecord:
         return None
 
 
+@dataclass(frozen=True)
+class DeadLetterRecord:
+    """A message that failed for good, as stored; ``replayed_at`` once it was replayed."""
+
+    id: int
+    run_id: str | None
+    step_id: str | None
+    task: str
+    celery_task_id: str | None
+    reason: str
+    args: Any
+    kwargs: Any
+    error: str | None
+    traceback: str | None
+    created_at: datetime
+    replayed_at: datetime | None
+
+
 # --- history: what beat's overlap check needs --------------------------------
 
 
@@ -111,13 +129,13 @@ class ScheduledRun:
     """The parts of a scheduled run the overlap check needs."""
 
     id: str
-    status: str
+    status: RunStatus
     idempotency_key: str | None
     created_at: datetime
 
     @property
     def finished(self) -> bool:
-        return self.status in RUN_TERMINAL
+        return self.status.terminal
 
 
 # --- history: what workers write ---------------------------------------------
@@ -130,7 +148,7 @@ class StepEvent:
     run_id: str
     step_id: str
     attempt: int
-    status: str
+    status: StepStatus
     at: datetime
     worker: str | None = None
     result: Any = UNSET
@@ -146,7 +164,7 @@ class SkipSteps:
 
     run_id: str
     steps: tuple[str, ...]
-    status: str
+    status: StepStatus
     at: datetime
     reason: str | None = None
 
@@ -156,7 +174,7 @@ class RunFinal:
     """The run ended: ``succeeded`` with its output, or ``failed`` at ``error_step``."""
 
     run_id: str
-    status: str
+    status: RunStatus
     at: datetime
     output: Any = None
     error: str | None = None
@@ -180,6 +198,7 @@ class DeadLetterEvent:
 
 
 Event = StepEvent | SkipSteps | RunFinal | DeadLetterEvent
+Ended = tuple[str, RunStatus]  # a run whose end a batch of events recorded, and that end
 
 
 # --- run state -----------------------------------------------------------------

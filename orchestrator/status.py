@@ -1,4 +1,4 @@
-"""Run and step statuses, and which of them are terminal."""
+"""Run and step statuses, which of them are terminal, and which end a step's attempt."""
 
 from __future__ import annotations
 
@@ -49,3 +49,5 @@ RUN_TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCE
 STEP_TERMINAL = frozenset(
     {StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED}
 )
+ATTEMPT_ENDED = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.RETRYING})
+"""A step event with one of these ends its attempt (``retrying``: it failed, another follows)."""

@@ -18,7 +18,8 @@ from typing import Any
 
 from orchestrator.app import create_app, set_default_app
 from orchestrator.cli.output import duration, table
-from orchestrator.dev.server import Backends, migrate, open_backends, shown, worker_service
+from orchestrator.dev.backends import Backends, migrate, open_backends, shown
+from orchestrator.dev.server import worker_service
 from orchestrator.dev.supervision import Service, interrupt_on_signals, stop_services, uninterrupted
 from orchestrator.engine.handle import RunHandle
 from orchestrator.errors import WorkflowFailed

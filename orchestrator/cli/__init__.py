@@ -7,14 +7,14 @@ Each command group lives in a module of this package that exposes ``register(sub
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
+from orchestrator.cli import db, dev, resilience, runs, schedules, workflows
 from orchestrator.errors import OrchestratorError
 
-COMMAND_MODULES = ("runs", "workflows", "resilience", "schedules", "db", "dev")
+COMMAND_MODULES = (runs, workflows, resilience, schedules, db, dev)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"orchestrator.cli.{name}").register(sub)
+    for module in COMMAND_MODULES:
+        module.register(sub)
     return parser
 
 

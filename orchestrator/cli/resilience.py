@@ -11,6 +11,7 @@ from orchestrator.app import default_services
 from orchestrator.cli.output import emit_json, table
 from orchestrator.client import get_run
 from orchestrator.errors import OrchestratorError
+from orchestrator.records import DeadLetterRecord
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -71,30 +72,10 @@ def _ago(change: dict[str, Any] | None) -> str:
     return f"{change['from']}->{change['to']} {time.time() - change['at']:.0f}s ago"
 
 
-def _letter_dict(letter: Any) -> dict[str, Any]:
-    return {
-        c: getattr(letter, c)
-        for c in (
-            "id",
-            "run_id",
-            "step_id",
-            "task",
-            "celery_task_id",
-            "reason",
-            "args",
-            "kwargs",
-            "error",
-            "traceback",
-            "created_at",
-            "replayed_at",
-        )
-    }
-
-
 def cmd_dlq_list(args: argparse.Namespace) -> int:
     letters = default_services().history.dead_letters(args.limit, include_replayed=args.all)
     if args.json:
-        emit_json([_letter_dict(d) for d in letters])
+        emit_json([asdict(d) for d in letters])
         return 0
     print(
         table(
@@ -108,7 +89,7 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _letter(letter_id: int) -> Any:
+def _letter(letter_id: int) -> DeadLetterRecord:
     letter = default_services().history.dead_letter(letter_id)
     if letter is None:
         raise OrchestratorError(f"dead letter {letter_id} does not exist; `orchestrator dlq list`")
@@ -116,7 +97,7 @@ def _letter(letter_id: int) -> Any:
 
 
 def cmd_dlq_show(args: argparse.Namespace) -> int:
-    data = _letter_dict(_letter(args.id))
+    data = asdict(_letter(args.id))
     if args.json:
         emit_json(data)
         return 0
@@ -142,9 +123,9 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _replay(rt: Any, letter: Any) -> str:
+def _replay(rt: Any, letter: DeadLetterRecord) -> str:
     if letter.run_id is not None:
-        new = get_run(str(letter.run_id)).retry()
+        new = get_run(letter.run_id).retry()
         return f"dead letter {letter.id}: run {letter.run_id} retried as run {new.id}"
     rt.load_modules()
     sent = rt.app.send_task(letter.task, args=letter.args or [], kwargs=letter.kwargs or {})

@@ -10,13 +10,13 @@ from typing import Any
 from orchestrator.app import default_services
 from orchestrator.cli.output import as_dict, color_enabled, duration, emit_json, table
 from orchestrator.client import get_run, list_runs, run_workflow
-from orchestrator.core.render import GraphNode, to_text
+from orchestrator.core.graph_layout import GraphNode
+from orchestrator.core.graph_text import to_text
 from orchestrator.engine.handle import RunHandle
 from orchestrator.engine.submit import resolve
 from orchestrator.errors import InputError, WorkflowFailed
 from orchestrator.records import RunRecord, StepRecord
-from orchestrator.settings import get_settings
-from orchestrator.status import Trigger
+from orchestrator.status import RunStatus, StepStatus, Trigger
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     runs = sub.add_parser("runs", help="list runs, newest first")
     runs.add_argument("--workflow", "-w", help="only runs of this workflow")
-    runs.add_argument("--status", "-s", help="only runs with this status")
+    runs.add_argument("--status", "-s", choices=list(RunStatus), help="only runs with this status")
     runs.add_argument("--limit", "-n", type=int, default=20, help="at most this many (20)")
     runs.add_argument("--json", action="store_true", help="print JSON")
     runs.set_defaults(handler=cmd_runs)
@@ -113,8 +113,10 @@ class Progress:
 
     def __call__(self, record: RunRecord) -> None:
         steps = self.handle.steps()
-        done = sum(s.status in ("succeeded", "skipped") for s in steps)
-        running = [s.step_id for s in steps if s.status in ("running", "retrying")]
+        done = sum(s.status in (StepStatus.SUCCEEDED, StepStatus.SKIPPED) for s in steps)
+        running = [
+            s.step_id for s in steps if s.status in (StepStatus.RUNNING, StepStatus.RETRYING)
+        ]
         line = f"[{done}/{len(steps)}] {record.status}" + (
             f": {', '.join(running[:3])}" if running else ""
         )
@@ -155,7 +157,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def flower_link(step: StepRecord) -> str:
-    return f"{get_settings().flower_url.rstrip('/')}/task/{step.celery_task_id}"
+    return f"{default_services().settings.flower_url.rstrip('/')}/task/{step.celery_task_id}"
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -199,7 +201,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     )
     for step in steps:
         for attempt in step.attempt_log:
-            if attempt.status in ("failed", "retrying"):
+            if attempt.status in (StepStatus.FAILED, StepStatus.RETRYING):
                 print(
                     f"\n{step.step_id} attempt {attempt.attempt} on {attempt.worker} "
                     f"({attempt.status}): {attempt.error}"

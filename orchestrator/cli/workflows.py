@@ -9,7 +9,10 @@ from pathlib import Path
 from orchestrator.app import default_services
 from orchestrator.cli.output import emit_json
 from orchestrator.client import get_run
-from orchestrator.core import registry, render
+from orchestrator.core import registry
+from orchestrator.core.graph_drawing import to_png, to_svg
+from orchestrator.core.graph_layout import GraphNode
+from orchestrator.core.graph_text import to_dot, to_mermaid, to_text
 from orchestrator.core.spec import WorkflowSpec, check_tasks
 from orchestrator.engine.submit import resolve
 from orchestrator.errors import OrchestratorError
@@ -43,14 +46,15 @@ def cmd_graph(args: argparse.Namespace) -> int:
     status = {}
     if args.run:
         status = {s.step_id: s.status for s in get_run(args.run).steps()}
-    nodes = [render.GraphNode(s.id, s.task, s.after, status.get(s.id)) for s in spec.steps]
+    nodes = [GraphNode(s.id, s.task, s.after, status.get(s.id)) for s in spec.steps]
     drawn: str | bytes
     if args.format == "png":
-        drawn = render.to_png(nodes, title=spec.name)
+        drawn = to_png(nodes, title=spec.name)
     elif args.format == "text":
-        drawn = render.to_text(nodes, color=sys.stdout.isatty() and not args.output)
+        drawn = to_text(nodes, color=sys.stdout.isatty() and not args.output)
     else:
-        drawn = getattr(render, f"to_{args.format}")(nodes, title=spec.name)
+        draw = {"mermaid": to_mermaid, "dot": to_dot, "svg": to_svg}[args.format]
+        drawn = draw(nodes, title=spec.name)
     if args.output:
         target = Path(args.output)
         target.write_bytes(drawn if isinstance(drawn, bytes) else drawn.encode())

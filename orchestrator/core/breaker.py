@@ -5,18 +5,25 @@
     half_open --(trial succeeds)--> closed
     half_open --(trial fails)--> open
 
-Stores (Redis for every worker, memory for tests) apply these functions atomically.
+Stores (Redis for every worker, memory for tests) apply these functions atomically; they share
+:class:`BreakerTransitions`, which turns a call's question or outcome into such a change and
+notes the transitions.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 F = TypeVar("F")
 State = Literal["closed", "open", "half_open"]
 Decision = Literal["call", "trial", "defer"]
+Clock = Callable[[], float]
+TRANSITIONS_KEPT = 100  # per breaker, newest first, for ``orchestrator breakers``
+log = logging.getLogger("orchestrator.breaker")
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,53 @@ def record(s: BreakerState, cfg: BreakerConfig, ok: bool, trial: bool, now: floa
     if count >= cfg.failure_threshold:
         return replace(failed, state="open", opened_at=now, failures=count)
     return replace(failed, failures=count)
+
+
+Change = Callable[[BreakerState], tuple[BreakerState, Any]]
+"""A pure change of a breaker's state: the new state, and what to hand back to the caller."""
+
+
+class BreakerTransitions:
+    """What every store does: ask :func:`decide`, :func:`record` an outcome, note transitions.
+
+    A store says how it applies a :data:`Change` atomically (``_apply``) and which ``clock`` it
+    reads.
+    """
+
+    clock: Clock
+
+    def _apply(self, name: str, change: Change) -> Any:
+        raise NotImplementedError
+
+    def acquire(self, cfg: BreakerConfig) -> tuple[Decision, float]:
+        """May the caller call now (``call``/``trial``) or must it wait (``defer``, seconds)?"""
+        now = self.clock()
+
+        def change(s: BreakerState) -> tuple[BreakerState, Any]:
+            decision, new, wait = decide(s, cfg, now)
+            return new, (decision, wait)
+
+        result: tuple[Decision, float] = self._apply(cfg.name, change)
+        return result
+
+    def report(self, cfg: BreakerConfig, ok: bool, trial: bool) -> BreakerState:
+        """Record a call's outcome; returns the new state."""
+        now = self.clock()
+
+        def change(s: BreakerState) -> tuple[BreakerState, Any]:
+            new = record(s, cfg, ok, trial, now)
+            return new, new
+
+        state: BreakerState = self._apply(cfg.name, change)
+        return state
+
+    @staticmethod
+    def _note(name: str, old: BreakerState, new: BreakerState) -> dict[str, Any] | None:
+        """A transition's entry in the breaker's log (None if the state stayed), logged too."""
+        if old.state == new.state:
+            return None
+        log.warning("circuit breaker %r: %s -> %s", name, old.state, new.state)
+        return {"at": time.time(), "from": old.state, "to": new.state, "failures": new.failures}
 
 
 def circuit_breaker(

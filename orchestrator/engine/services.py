@@ -26,8 +26,8 @@ from orchestrator.core.spec import WorkflowSpec
 from orchestrator.engine.leases import LeaseKeeper
 from orchestrator.errors import OrchestratorError
 from orchestrator.ports import BreakerStore, DelayStore, HistorySink, RunHistory, RunStateStore
+from orchestrator.records import Ended
 from orchestrator.settings import Settings
-from orchestrator.status import RunStatus
 
 log = logging.getLogger("orchestrator")
 T = TypeVar("T")
@@ -78,7 +78,7 @@ class Adapters:
     state: Callable[[], RunStateStore]
     breakers: Callable[[RunStateStore], BreakerStore]
     delays: Callable[[RunStateStore], DelayStore]
-    writer: Callable[[RunHistory, Callable[[list[tuple[str, str]]], None]], HistorySink]
+    writer: Callable[[RunHistory, Callable[[list[Ended]], None]], HistorySink]
 
 
 class Services:
@@ -131,10 +131,10 @@ class Services:
         """Longer delays are kept in Redis: a broker ETA past the visibility timeout runs twice."""
         return self.settings.visibility_timeout / 2
 
-    def _announce(self, finalized: list[tuple[str, str]]) -> None:
+    def _announce(self, finalized: list[Ended]) -> None:
         for run_id, status in finalized:
-            self.state.notify_done(run_id, RunStatus(status))
-            self.state.end(run_id, RunStatus(status))
+            self.state.notify_done(run_id, status)
+            self.state.end(run_id, status)
 
     def after_fork(self, **_: Any) -> None:
         """In a new pool process: forget the parent's clients, writer and locks.

@@ -2,9 +2,9 @@
 
 It checks the run's control flag (a cancelled or failed run starts nothing new), claims the
 step's attempt with a lease, builds the step's arguments (run inputs, the chained result, or its
-parents' results), asks the breaker, records the attempt, calls the function, then records the
-result, counts it toward joins (publishing a join's segment when it completes) and finishes the
-run when the last sink succeeds. A failure is retried per the step's policy
+parents' results), asks the breaker, records the attempt and calls the function. How the
+delivery then ends (its result counted toward joins and the run's end, standing down, a dead
+letter) is :mod:`orchestrator.engine.finish`'s. A failure is retried per the step's policy
 (``orchestrator.engine.failure``), or fails the step and its run for good with a dead letter.
 One Redis round trip before the call and one after; history goes to the batched writer.
 """
@@ -20,13 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import Ignore
 
-from orchestrator.codec import Encoded, UnencodableValue, encode
+from orchestrator.codec import UnencodableValue, encode
 from orchestrator.context import RunContext, reset_current, set_current
 from orchestrator.core.backoff import RetryPolicy
 from orchestrator.core.breaker import BreakerConfig
 from orchestrator.core.planner import Plan, StepPlan
 from orchestrator.core.spec import StepSpec, WorkflowSpec
-from orchestrator.engine.canvas import CanvasBuilder
 from orchestrator.engine.failure import (
     REASONS,
     BadArguments,
@@ -37,10 +36,12 @@ from orchestrator.engine.failure import (
     now,
     schedule_retry,
 )
+from orchestrator.engine.finish import already_done, dead_letter, stand_down, succeeded
 from orchestrator.engine.leases import holder_is_dead
 from orchestrator.engine.services import PlanKey, Services, services_of
 from orchestrator.ports import BreakerStore
-from orchestrator.records import Claim, DeadLetterEvent, Lease, RunFinal, SkipSteps, StepEvent
+from orchestrator.records import Claim, Lease, StepEvent
+from orchestrator.status import RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from orchestrator.engine.task import StepTask
@@ -102,7 +103,7 @@ class Step:
         parents = list(self.info.parents) if self.info.mode == "fetch" else []
         claim = self._claim(parents)
         if claim.outcome == "done":
-            return self._already_done(claim.result)
+            return already_done(self, claim.result)
         if claim.outcome == "missing":
             self._fail_unstarted(MissingResult(self._missing(claim.flag)), args, kwargs)
         if claim.outcome != "go":
@@ -113,7 +114,9 @@ class Step:
             values = claim.parents
             args = (values[0] if len(values) == 1 else dict(zip(parents, values, strict=True)),)
         trial = self._ask_breaker()
-        self._record("running", starts_run=not self.plan.segments[self.info.segment].trigger)
+        self.record(
+            StepStatus.RUNNING, starts_run=not self.plan.segments[self.info.segment].trigger
+        )
         token = set_current(
             RunContext(
                 self.run_id,
@@ -133,7 +136,7 @@ class Step:
         finally:
             reset_current(token)
             self.rt.leases.drop(self.lease_key)
-        self._succeeded(result, encoded)
+        succeeded(self, result, encoded)
         return result
 
     @property
@@ -158,9 +161,9 @@ class Step:
                 self._restore_results()
                 restored = True
                 continue
-            if claim.outcome != "flag" or claim.flag != "paused":
+            if claim.outcome != "flag" or claim.flag != RunStatus.PAUSED:
                 if claim.outcome == "flag":
-                    self._stand_down(claim.flag or "cancelled")
+                    stand_down(self, claim.flag or RunStatus.CANCELLED)
                 return claim
             request = self.task.request
             sig = self.task.signature_from_request(request, request.args, request.kwargs)
@@ -174,7 +177,7 @@ class Step:
     def _restore_results(self) -> None:
         """Put the results history has back into Redis (lost with Redis's data)."""
         steps = self.rt.history.get_steps(self.run_id)
-        done = {s.step_id: s.result for s in steps if s.status == "succeeded"}
+        done = {s.step_id: s.result for s in steps if s.status == StepStatus.SUCCEEDED}
         if done:
             self.rt.state.restore_results(self.run_id, done)
 
@@ -201,24 +204,6 @@ class Step:
         self.on_error(exc, args, kwargs)
         raise exc
 
-    def _already_done(self, result: Any) -> Any:
-        """A redelivered step that had succeeded: finish what its first delivery may not have.
-
-        Its process may have died after the result reached Redis but before its history was
-        written, or (when Celery has no result for it) before the canvas moved on.
-        """
-        self._record("succeeded", result=result)
-        if self.task.AsyncResult(self.task.request.id).state != "SUCCESS":
-            self._succeeded(result, encode(result), recheck=True)
-            return result
-        if self.info.sink:
-            _, sinks = self.rt.state.finish_step(
-                self.run_id, self.step_id, encode(result), [], True, self.attempt, self.owner
-            )
-            if sinks is not None and sinks[1] == len(self.spec.sinks):
-                self._finish_run()
-        raise Ignore()
-
     def _undeliverable(
         self, deliveries: int, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
@@ -229,8 +214,8 @@ class Step:
             f"{self.rt.settings.max_deliveries})"
         )
         self.rt.state.release(self.run_id, self.step_id, self.attempt, self.owner)
-        self._record("failed", error=error)
-        self._dead_letter("too_many_deliveries", args, kwargs, error, None)
+        self.record(StepStatus.FAILED, error=error)
+        dead_letter(self, "too_many_deliveries", args, kwargs, error, None)
         fail_run(self.rt, self.run_id, self.step_id, error)
         raise Ignore()
 
@@ -259,7 +244,8 @@ class Step:
             raise self.task.retry(countdown=wait, max_retries=None)
         return decision == "trial"
 
-    def _record(self, status: str, **extra: Any) -> None:
+    def record(self, status: StepStatus, **extra: Any) -> None:
+        """Hand an event of this attempt to the history writer."""
         self.rt.writer.submit(
             StepEvent(
                 self.run_id,
@@ -272,13 +258,6 @@ class Step:
             )
         )
 
-    def _stand_down(self, flag: str) -> None:
-        """The run was cancelled or failed: neither this step nor what follows it will run."""
-        status = "cancelled" if flag == "cancelled" else "skipped"
-        steps = (self.step_id, *self.plan.descendants(self.step_id))
-        self.rt.writer.submit(SkipSteps(self.run_id, steps, status, now(), f"run {flag}"))
-        raise Ignore()
-
     def on_error(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Retry per the policy (raises ``Retry``), or fail the step and its run for good."""
         error = f"{type(exc).__name__}: {exc}"
@@ -287,64 +266,15 @@ class Step:
         self.rt.state.release(self.run_id, self.step_id, self.attempt, self.owner)
         if self.rt.state.failure(self.run_id) is not None:
             # the run was cancelled or failed meanwhile: no next attempt, no second failure
-            self._record("failed", error=error, traceback=trace)
+            self.record(StepStatus.FAILED, error=error, traceback=trace)
             return
         if retryable and self.policy and self.policy.should_retry(exc, self.attempt):
             delay = self.policy.delay(self.attempt)
             log.warning("attempt %d failed (%s); retrying in %.2fs", self.attempt, error, delay)
-            self._record("retrying", error=error, traceback=trace)
+            self.record(StepStatus.RETRYING, error=error, traceback=trace)
             schedule_retry(self.rt, self.task, self.task.request, self.ctx, delay, exc)
         log.error("attempt %d failed for good: %s", self.attempt, error)
-        self._record("failed", error=error, traceback=trace)
+        self.record(StepStatus.FAILED, error=error, traceback=trace)
         reason = "exhausted" if retryable else REASONS.get(type(exc), "not_retryable")
-        self._dead_letter(reason, args, kwargs, error, trace)
+        dead_letter(self, reason, args, kwargs, error, trace)
         fail_run(self.rt, self.run_id, self.step_id, error)
-
-    def _dead_letter(
-        self,
-        reason: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        error: str,
-        trace: str | None,
-    ) -> None:
-        self.rt.writer.submit(
-            DeadLetterEvent(
-                task=self.task.name,
-                reason=reason,
-                at=now(),
-                run_id=self.run_id,
-                step_id=self.step_id,
-                celery_task_id=self.task.request.id,
-                args=list(args),
-                kwargs=kwargs,
-                error=error,
-                traceback=trace,
-            )
-        )
-
-    def _succeeded(self, result: Any, encoded: str, recheck: bool = False) -> None:
-        if not recheck:
-            self._record("succeeded", result=Encoded(encoded))
-        joins = [f"{self.epoch}:{index}" for index in self.info.triggers]
-        counts, sinks_done = self.rt.state.finish_step(
-            self.run_id, self.step_id, encoded, joins, self.info.sink, self.attempt, self.owner
-        )
-        for index, (added, size) in zip(self.info.triggers, counts, strict=True):
-            segment = self.plan.segments[index]
-            if size == len(segment.trigger) and (added or recheck):
-                self._builder().publish(segment)
-        sinks_complete = sinks_done is not None and sinks_done[1] == len(self.spec.sinks)
-        if sinks_complete and sinks_done is not None and (sinks_done[0] or recheck):
-            self._finish_run()
-
-    def _builder(self) -> CanvasBuilder:
-        return CanvasBuilder(
-            self.rt.app, self.spec, self.plan, self.run_id, {}, self.resumed, self.epoch
-        )
-
-    def _finish_run(self) -> None:
-        sinks = self.spec.sinks
-        values = self.rt.state.results(self.run_id, sinks)
-        output = values[0] if len(sinks) == 1 else dict(zip(sinks, values, strict=True))
-        self.rt.writer.submit(RunFinal(self.run_id, "succeeded", now(), output=output))

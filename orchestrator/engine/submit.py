@@ -19,7 +19,7 @@ from orchestrator.engine.services import PlanKey, Services
 from orchestrator.errors import ServiceUnavailable
 from orchestrator.records import NewRun, NewStep
 from orchestrator.settings import redact
-from orchestrator.status import Trigger
+from orchestrator.status import StepStatus, Trigger
 
 DEADLINE_TASK = "orchestrator.run_deadline"
 
@@ -62,7 +62,7 @@ def submit(rt: Services, spec: WorkflowSpec, sub: Submission) -> str:
             s.id,
             s.task,
             task_id(run_id, s.id),
-            status="succeeded" if s.id in done else "pending",
+            status=StepStatus.SUCCEEDED if s.id in done else StepStatus.PENDING,
             result=done.get(s.id),
             has_result=s.id in done,
         )

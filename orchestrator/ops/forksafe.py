@@ -17,9 +17,14 @@ from collections.abc import Callable
 
 from orchestrator.engine.services import Services
 
+# our modules the main process's threads use, imported here in the main thread
+from orchestrator.ops import deadlines, delays, metrics, reconciler, recovery  # noqa: F401
+from orchestrator.stores.redis import delays as delayed_messages  # noqa: F401
+
 log = logging.getLogger("orchestrator")
 
-# modules the main process's threads reach lazily (drivers, dialects, transports, backends)
+# third-party modules the main process's threads reach lazily (drivers, dialects, transports,
+# backends): imported by name, as the code that needs them does
 MODULES = (
     "psycopg",
     "psycopg.pq",
@@ -37,11 +42,6 @@ MODULES = (
     "kombu.mixins",
     "kombu.utils.limits",
     "redis.commands",
-    "orchestrator.ops.reconciler",
-    "orchestrator.ops.deadlines",
-    "orchestrator.ops.delays",
-    "orchestrator.stores.redis.delays",
-    "orchestrator.ops.metrics",
     "prometheus_client",
     "http.server",
 )

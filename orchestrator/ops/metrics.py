@@ -32,7 +32,9 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from orchestrator.logs import scrub
+from orchestrator.status import RUN_TERMINAL, STEP_TERMINAL
 from orchestrator.stores.postgres.housekeeping import fold_deltas
+from orchestrator.stores.postgres.statuses import SQL_RUNS_UNFINISHED
 
 log = logging.getLogger("orchestrator.metrics")
 
@@ -40,9 +42,6 @@ log = logging.getLogger("orchestrator.metrics")
 RUN_BUCKETS = (0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0)
 TASK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 BREAKER_VALUES = {"closed": 0.0, "half_open": 1.0, "half-open": 1.0, "open": 2.0}
-RUN_ENDED = ("succeeded", "failed", "cancelled")
-RUN_ACTIVE = ("pending", "running", "paused")
-STEP_ENDED = ("succeeded", "failed", "skipped", "cancelled")
 
 BreakerSource = Callable[[], Iterable[tuple[str, str]]]
 
@@ -62,9 +61,9 @@ SELECT metric, key, part, sum(n), sum(amount) FROM (
 ) s GROUP BY metric, key, part
 """)
 # through the partial indexes of runs not ended and of dead letters not replayed
-_ACTIVE = text("""
+_ACTIVE = text(f"""
 SELECT status, count(*) FROM workflow_runs
-WHERE status IN ('pending', 'running', 'paused') GROUP BY status
+WHERE status IN {SQL_RUNS_UNFINISHED} GROUP BY status
 """)
 _DEAD = text("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL")
 
@@ -111,9 +110,9 @@ def run_families(rows: Iterable[Sequence[Any]]) -> Iterator[Metric]:
     )
     active = 0
     for workflow, status, count in rows:
-        if status in RUN_ENDED:
+        if status in RUN_TERMINAL:
             ended.add_metric([workflow, status], float(count))
-        elif status in RUN_ACTIVE:
+        else:
             active += int(count)
     yield ended
     yield GaugeMetricFamily(
@@ -133,7 +132,7 @@ def task_families(
         labels=["status"],
     )
     for status, ran in completed_by_status:
-        if status in STEP_ENDED and ran:
+        if status in STEP_TERMINAL and ran:
             completed.add_metric([status], float(ran))
     yield CounterMetricFamily(
         "orchestrator_tasks_scheduled",

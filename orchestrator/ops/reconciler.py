@@ -20,8 +20,9 @@ writer's process died, or PostgreSQL was down past its retries), is ended, not r
 with a step still running elsewhere (a live lease) is left until that step ends. A broker error
 while recovering leaves the run as it was, for the next pass.
 
-Recovery is in place: the steps that succeeded keep their results (from PostgreSQL), and the
-rest of the DAG is planned again under a new *epoch* and published. Delivery is at least once;
+Recovery is in place (:mod:`orchestrator.ops.recovery`): the steps that succeeded keep their
+results (from PostgreSQL), and the rest of the DAG is planned again under a new *epoch* and
+published. Delivery is at least once;
 a step's claim (``stores.runs``) makes a duplicate delivery of a step that is running or done a
 no-op, and ``current_run.idempotency_key`` lets effects be written once.
 """
@@ -33,113 +34,20 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from kombu.exceptions import ChannelError
 from sqlalchemy.exc import SQLAlchemyError
 
-from orchestrator.core.planner import build_plan
 from orchestrator.core.spec import WorkflowSpec
-from orchestrator.engine.canvas import CanvasBuilder
-from orchestrator.engine.services import PlanKey, Services
+from orchestrator.engine.services import Services
 from orchestrator.errors import ServiceUnavailable
-from orchestrator.records import StepEvent
-from orchestrator.status import RunStatus
+from orchestrator.ops.recovery import recover_run
+from orchestrator.status import RunStatus, StepStatus
 
 log = logging.getLogger("orchestrator.recovery")
 LOCK = "orch:reconciler"
-
-
-def recover_run(rt: Services, run_id: str, reason: str) -> int | None:
-    """Re-plan and publish what is left of a run; returns the new epoch, or None."""
-    record = rt.history.get_run(run_id)
-    if record is None or record.status not in (RunStatus.PENDING, RunStatus.RUNNING):
-        return None
-    if end_if_ended(rt, run_id):
-        return None
-    steps = rt.history.get_steps(run_id)
-    if any(
-        rt.state.lease_alive(run_id, s.step_id, max(1, s.attempts))
-        for s in steps
-        if s.status == "running"
-    ):
-        return None  # a step still runs elsewhere: its end moves the run on, or we come back
-    if not rt.state.hold(run_id, "recovering", recovery_grace(rt)):
-        return None  # recovered moments ago: give what it published time to be claimed
-    data = rt.history.load_spec(record.workflow_version)
-    if data is None:
-        return None
-    spec = WorkflowSpec.model_validate(data)
-    done = {s.step_id: s.result for s in steps if s.status == "succeeded"}
-    done.update(_unrecorded(rt, run_id, steps, done))
-    if len(done) == len(steps):
-        return None  # every step is done: the next pass finishes the run
-    attempts = {
-        s.step_id: max(1, s.attempts) + (s.status == "retrying")
-        for s in steps
-        if s.status in ("running", "retrying")
-    }
-    epoch = rt.history.add_recovery(run_id, list(done))
-    plan = build_plan(spec, frozenset(done))
-    rt.remember(PlanKey(spec.version, run_id, epoch), spec, plan)
-    rt.state.init_run(run_id, record.inputs, done, [s for s in spec.sinks if s in done])
-    builder = CanvasBuilder(
-        rt.app, spec, plan, run_id, record.inputs, epoch=epoch, attempts=attempts
-    )
-    for segment in plan.start:  # a broker error raises: the next pass tries again
-        builder.publish(segment)
-    rt.history.mark_published(run_id)
-    rt.history.add_event(run_id, "recovered", f"epoch {epoch}: {reason}")
-    log.warning("run %s recovered (epoch %d): %s", run_id, epoch, reason)
-    return epoch
-
-
-def end_if_ended(rt: Services, run_id: str) -> bool:
-    """End in history a run that Redis says failed or was cancelled; True if it had ended."""
-    ended = rt.state.failure(run_id)
-    if ended is None:
-        return False
-    flag, step, error = ended
-    if flag == "succeeded":
-        return True  # set once history recorded the end: the settled-runs check finishes it
-    if flag == "cancelled":
-        changed = rt.history.cancel_run(run_id, error or "cancelled")
-    else:
-        changed = rt.history.end_failed(run_id, step, error or f"run {flag}")
-    if changed:
-        log.warning("run %s ended as %s by the reconciler (its end was not recorded)", run_id, flag)
-        rt.state.notify_done(run_id, "cancelled" if flag == "cancelled" else "failed")
-    return True
-
-
-def _unrecorded(
-    rt: Services, run_id: str, steps: list[Any], done: dict[str, Any]
-) -> dict[str, Any]:
-    """Steps that succeeded in Redis but whose history died with their process: record them."""
-    found = rt.state.stored(run_id, [s.step_id for s in steps if s.step_id not in done])
-    now = datetime.now(UTC)
-    for step in steps:
-        if step.step_id in found:
-            rt.writer.submit(
-                StepEvent(
-                    run_id,
-                    step.step_id,
-                    max(1, step.attempts),
-                    "succeeded",
-                    now,
-                    result=found[step.step_id],
-                )
-            )
-    if found:
-        rt.writer.flush(timeout=10)
-    return found
-
-
-def recovery_grace(rt: Services) -> float:
-    """How long after a recovery a run is left alone (its messages still being claimed)."""
-    return 2 * rt.settings.lease_seconds + 2 * rt.settings.reconcile_interval
 
 
 class Reconciler:
@@ -193,9 +101,9 @@ class Reconciler:
             for run_id, status in self.rt.history.settled_runs()
         )
 
-    def _finish(self, run_id: str, status: str) -> bool:
-        output = self._output(run_id) if status == "succeeded" else None
-        error = None if status == "succeeded" else "finished by the reconciler"
+    def _finish(self, run_id: str, status: RunStatus) -> bool:
+        output = self._output(run_id) if status == RunStatus.SUCCEEDED else None
+        error = None if status == RunStatus.SUCCEEDED else "finished by the reconciler"
         if not self.rt.history.finish_settled(run_id, status, output, error):
             return False
         self.rt.state.notify_done(run_id, status)
@@ -306,7 +214,8 @@ class Reconciler:
         data = self.rt.history.load_spec(record.workflow_version) if record else None
         if data is None:
             return False
-        pending = {s.step_id for s in self.rt.history.get_steps(run_id) if s.status == "pending"}
+        steps = self.rt.history.get_steps(run_id)
+        pending = {s.step_id for s in steps if s.status == StepStatus.PENDING}
         default = str(self.rt.app.conf.task_default_queue)
         queues = {
             s.queue or default for s in WorkflowSpec.model_validate(data).steps if s.id in pending

@@ -17,9 +17,10 @@ from orchestrator import Workflow, WorkflowFailed, run_workflow
 from orchestrator.app import create_app, default_services
 from orchestrator.engine.canvas import CanvasBuilder
 from orchestrator.engine.services import Services, services_of
-from orchestrator.ops.reconciler import recover_run
+from orchestrator.ops.recovery import recover_run
 from orchestrator.records import StepEvent
-from orchestrator.stores.redis.runs import key as run_key
+from orchestrator.status import RunStatus, StepStatus
+from orchestrator.stores.redis.run_keys import key as run_key
 from tests.integration import workload
 from tests.integration.waiting import eventually
 
@@ -203,7 +204,9 @@ def test_a_broker_error_during_recovery_does_not_fail_the_run(
 def test_recovery_waits_for_a_step_still_running_elsewhere(parked_run: Callable[[], str]) -> None:
     rt: Services = default_services()
     run_id = parked_run()
-    rt.writer.submit(StepEvent(run_id, "a", 1, "running", datetime.datetime.now(datetime.UTC)))
+    rt.writer.submit(
+        StepEvent(run_id, "a", 1, StepStatus.RUNNING, datetime.datetime.now(datetime.UTC))
+    )
     rt.writer.flush()
     rt.state.client.set(run_key(run_id, "lease:a:1"), "elsewhere", px=10_000)
     assert recover_run(rt, run_id, "test") is None
@@ -349,7 +352,7 @@ def test_the_reconciler_finishes_a_run_whose_output_is_typed(parked_run: Callabl
     rt = default_services()
     run_id = parked_run()
     at = datetime.datetime(2026, 11, 30, tzinfo=datetime.UTC)
-    rt.writer.submit(StepEvent(run_id, "a", 1, "succeeded", at, result={"at": at}))
+    rt.writer.submit(StepEvent(run_id, "a", 1, StepStatus.SUCCEEDED, at, result={"at": at}))
     rt.writer.flush()
     # When the reconciler finishes settled runs, Then the run succeeds with the typed output
     assert Reconciler(rt)._finish_settled() >= 1
@@ -410,7 +413,7 @@ def test_a_running_step_of_an_ended_run_whose_worker_died_is_failed(
     rt = services_of(create_app(Settings(lease_seconds=0.5)))
     run_id = parked_run()
     long_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=30)
-    rt.writer.submit(StepEvent(run_id, "a", 1, "running", long_ago))
+    rt.writer.submit(StepEvent(run_id, "a", 1, StepStatus.RUNNING, long_ago))
     rt.writer.flush()
     rt.history.fail_run(run_id, "another step failed")
     reconciler = Reconciler(rt)
@@ -431,12 +434,12 @@ def test_a_step_skipped_by_its_runs_failure_that_did_run_records_its_outcome(
     rt = default_services()
     run_id = parked_run()
     at = datetime.datetime.now(datetime.UTC)
-    rt.writer.submit(RunFinal(run_id, "failed", at, error="boom", error_step="other"))
+    rt.writer.submit(RunFinal(run_id, RunStatus.FAILED, at, error="boom", error_step="other"))
     rt.writer.flush()
     assert [s.status for s in rt.history.get_steps(run_id)] == ["skipped"]
     # When its events arrive, Then its real outcome is recorded (a retry keeps its result)
-    rt.writer.submit(StepEvent(run_id, "a", 1, "running", at))
-    rt.writer.submit(StepEvent(run_id, "a", 1, "succeeded", at, result=7))
+    rt.writer.submit(StepEvent(run_id, "a", 1, StepStatus.RUNNING, at))
+    rt.writer.submit(StepEvent(run_id, "a", 1, StepStatus.SUCCEEDED, at, result=7))
     rt.writer.flush()
     step = rt.history.get_steps(run_id)[0]
     assert (step.status, step.result, step.attempts) == ("succeeded", 7, 1)

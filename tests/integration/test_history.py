@@ -18,6 +18,7 @@ from orchestrator import Workflow
 from orchestrator.app import default_services
 from orchestrator.records import Event, NewRun, NewStep, RunFinal, StepEvent
 from orchestrator.settings import get_settings
+from orchestrator.status import RunStatus, StepStatus
 from orchestrator.stores.postgres.store import HistoryStore
 from orchestrator.stores.postgres.writer import HistoryWriter
 from tests.integration import workload
@@ -111,7 +112,7 @@ def _new_run(store: HistoryStore, steps: tuple[str, ...] = ("a",)) -> str:
 
 
 def _step(run_id: str, step: str, status: str, **fields: Any) -> StepEvent:
-    return StepEvent(run_id, step, 1, status, datetime.now(UTC), **fields)
+    return StepEvent(run_id, step, 1, StepStatus(status), datetime.now(UTC), **fields)
 
 
 def _succeeded_run(run_id: str, output: Any = 1) -> list[Event]:
@@ -119,7 +120,7 @@ def _succeeded_run(run_id: str, output: Any = 1) -> list[Event]:
     return [
         _step(run_id, "a", "running", worker="w", starts_run=True),
         _step(run_id, "a", "succeeded", result=output),
-        RunFinal(run_id, "succeeded", datetime.now(UTC), output=output),
+        RunFinal(run_id, RunStatus.SUCCEEDED, datetime.now(UTC), output=output),
     ]
 
 
@@ -143,11 +144,11 @@ def test_typed_results_are_written_and_read_back_typed(store: HistoryStore) -> N
     assert writer.flush(10)
     # Then the step's result and the run's output come back as the same typed values
     record = store.get_run(run_id)
-    assert record is not None and record.status == "succeeded"
+    assert record is not None and record.status is RunStatus.SUCCEEDED
     assert record.output == value
     assert isinstance(record.output["amount"], Decimal)
     [step] = store.get_steps(run_id)
-    assert step.status == "succeeded"
+    assert step.status is StepStatus.SUCCEEDED
     assert step.result == value
     assert isinstance(step.result["at"], datetime) and isinstance(step.result["id"], uuid.UUID)
     writer.close()

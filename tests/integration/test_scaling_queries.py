@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 
 from orchestrator.ops import metrics
 from orchestrator.ops.metrics import HistoryCollector
-from orchestrator.stores.postgres import store
+from orchestrator.stores.postgres import reconciliation
 from orchestrator.stores.postgres.housekeeping import fold_deltas
 from orchestrator.stores.postgres.migrate import upgrade
 from orchestrator.stores.postgres.store import HistoryStore
@@ -39,11 +39,11 @@ HISTORY_TABLES = {"workflow_runs", "task_runs", "task_attempts", "dead_letters"}
 LEASE, STALL = 30.0, 300.0  # seconds, as the reconciler asks
 
 QUERIES: dict[str, tuple[TextClause, dict[str, Any]]] = {
-    "settled_runs": (store._SETTLED, {"limit": 100}),
-    "unpublished_runs": (store._UNPUBLISHED, {"age": LEASE, "limit": 100}),
-    "suspect_steps": (store._SUSPECT, {"age": LEASE, "limit": 500}),
-    "stalled_runs": (store._STALLED, {"age": STALL, "limit": 100}),
-    "late_retries": (store._LATE_RETRIES, {"age": LEASE, "limit": 500}),
+    "settled_runs": (reconciliation.SETTLED, {"limit": 100}),
+    "unpublished_runs": (reconciliation.UNPUBLISHED, {"age": LEASE, "limit": 100}),
+    "suspect_steps": (reconciliation.SUSPECT, {"age": LEASE, "limit": 500}),
+    "stalled_runs": (reconciliation.STALLED, {"age": STALL, "limit": 100}),
+    "late_retries": (reconciliation.LATE_RETRIES, {"age": LEASE, "limit": 500}),
     "metric totals": (metrics._TOTALS, {}),
     "active runs": (metrics._ACTIVE, {}),
     "dead letters": (metrics._DEAD, {}),

@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator import circuit_breaker
 from orchestrator.core.breaker import BreakerConfig, BreakerState, decide, record
-from orchestrator.stores.redis.breakers import MemoryBreakerStore
+from orchestrator.stores.memory.breakers import MemoryBreakerStore
 
 
 class Clock:
@@ -93,11 +93,12 @@ def test_transitions_are_kept(store: MemoryBreakerStore, clock: Clock) -> None:
     clock.now += 30.0
     decision, _ = store.acquire(CFG)
     store.report(CFG, ok=True, trial=decision == "trial")
-    assert [(t["from"], t["to"]) for t in store.transitions["db"]] == [
-        ("closed", "open"),
-        ("open", "half_open"),
+    assert [(t["from"], t["to"]) for t in store.history("db")] == [
         ("half_open", "closed"),
+        ("open", "half_open"),
+        ("closed", "open"),
     ]
+    assert store.names() == ["db"]
 
 
 def test_concurrent_callers_get_one_trial(store: MemoryBreakerStore, clock: Clock) -> None:
@@ -122,3 +123,11 @@ def test_only_configured_exceptions_count_as_failures() -> None:
     def f() -> None: ...
 
     assert f.breaker == BreakerConfig("svc", 2, 5.0, (ConnectionError,))  # type: ignore[attr-defined]
+
+
+def test_a_reset_closes_the_breaker_and_keeps_its_log(store: MemoryBreakerStore) -> None:
+    _fail(store, 3)
+    store.reset("db")
+    assert store.get("db") == BreakerState()
+    assert store.acquire(CFG)[0] == "call"
+    assert [t["to"] for t in store.history("db")] == ["open"]

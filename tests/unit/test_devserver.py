@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.dev.server import flower_access, flower_credentials, open_backends
+from orchestrator.dev.backends import open_backends
+from orchestrator.dev.flower import flower_access, flower_credentials
 
 
 def test_generated_flower_password_is_private_and_stable_between_runs(tmp_path: Path) -> None:

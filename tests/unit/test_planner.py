@@ -1,4 +1,4 @@
-"""Unit tests for orchestrator.core.planner: a DAG becomes canvas segments with exact waiting."""
+"""Unit tests for core.planner (with series_parallel, message_bound): a DAG becomes exact canvas."""
 
 from __future__ import annotations
 
@@ -11,18 +11,9 @@ from itertools import count
 
 import pytest
 
-from orchestrator.core.planner import (
-    MAX_MESSAGE_SIGS,
-    Expr,
-    Parallel,
-    Plan,
-    Series,
-    Task,
-    build_plan,
-    message_sigs,
-    topological_order,
-    transitive_reduction,
-)
+from orchestrator.core.message_bound import MAX_MESSAGE_SIGS, message_sigs
+from orchestrator.core.planner import Plan, build_plan, topological_order, transitive_reduction
+from orchestrator.core.series_parallel import Expr, Parallel, Series, Task
 from orchestrator.core.spec import WorkflowSpec
 
 Parents = dict[str, list[str]]

@@ -1,4 +1,4 @@
-"""Unit tests for orchestrator.core.render: Mermaid, DOT, SVG, PNG and text drawings of a DAG."""
+"""Unit tests for core.graph_layout, graph_text and graph_drawing: a DAG laid out and drawn."""
 
 from __future__ import annotations
 
@@ -10,18 +10,9 @@ import xml.etree.ElementTree as ET
 import pytest
 from PIL import Image
 
-from orchestrator.core.render import (
-    MAX_PNG_SIDE,
-    STATUSES,
-    STYLES,
-    GraphNode,
-    layout,
-    to_dot,
-    to_mermaid,
-    to_png,
-    to_svg,
-    to_text,
-)
+from orchestrator.core.graph_drawing import MAX_PNG_SIDE, to_png, to_svg
+from orchestrator.core.graph_layout import STATUSES, STYLES, GraphNode, layout
+from orchestrator.core.graph_text import to_dot, to_mermaid, to_text
 
 SVG = "{http://www.w3.org/2000/svg}"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -13,15 +13,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from orchestrator import codec
 from orchestrator.records import DeadLetterEvent, RunFinal, SkipSteps, StepEvent
-from orchestrator.stores.postgres.writer import (
-    _dead_params,
-    _reason,
-    _step_params,
-    _transient,
-    describe,
-    isolate,
-    merge_steps,
-)
+from orchestrator.status import RunStatus, StepStatus
+from orchestrator.stores.postgres.batch import _dead_params, _step_params, merge_steps
+from orchestrator.stores.postgres.writer import _reason, _transient, describe, isolate
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -29,9 +23,9 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 def test_merge_keeps_the_latest_status_and_when_it_started() -> None:
     # Given a step's start and end, and another attempt of it, in one batch
     events = [
-        StepEvent("r", "a", 1, "running", T0, worker="w1", starts_run=True),
-        StepEvent("r", "a", 1, "succeeded", T0 + timedelta(seconds=2), result=1),
-        StepEvent("r", "a", 2, "running", T0 + timedelta(seconds=3)),
+        StepEvent("r", "a", 1, StepStatus.RUNNING, T0, worker="w1", starts_run=True),
+        StepEvent("r", "a", 1, StepStatus.SUCCEEDED, T0 + timedelta(seconds=2), result=1),
+        StepEvent("r", "a", 2, StepStatus.RUNNING, T0 + timedelta(seconds=3)),
     ]
     # When they are merged
     merged = merge_steps(events)
@@ -84,7 +78,7 @@ def test_step_values_are_encoded_with_celerys_json_and_without_nul() -> None:
         "r",
         "a",
         1,
-        "failed",
+        StepStatus.FAILED,
         T0,
         worker="w\x00",
         result={"at": at, "n": Decimal("1.10"), "s": "\u0000"},
@@ -104,7 +98,7 @@ def test_step_values_are_encoded_with_celerys_json_and_without_nul() -> None:
 
 def test_a_step_result_celery_cannot_encode_is_an_error() -> None:
     with pytest.raises(codec.UnencodableValue):
-        _step_params(StepEvent("r", "a", 1, "succeeded", T0, result=object()))
+        _step_params(StepEvent("r", "a", 1, StepStatus.SUCCEEDED, T0, result=object()))
 
 
 def test_a_dead_letter_is_kept_whatever_its_arguments() -> None:
@@ -132,9 +126,11 @@ def test_connection_trouble_is_retried_and_refusals_are_not() -> None:
 
 
 def test_describe_names_the_run_step_and_attempt() -> None:
-    assert describe(StepEvent("r", "a", 2, "succeeded", T0)) == "run r step a attempt 2 (succeeded)"
-    assert describe(SkipSteps("r", ("b", "c"), "skipped", T0)) == "run r steps b, c (skipped)"
-    assert describe(RunFinal("r", "failed", T0)) == "run r end (failed)"
+    step = StepEvent("r", "a", 2, StepStatus.SUCCEEDED, T0)
+    assert describe(step) == "run r step a attempt 2 (succeeded)"
+    skip = SkipSteps("r", ("b", "c"), StepStatus.SKIPPED, T0)
+    assert describe(skip) == "run r steps b, c (skipped)"
+    assert describe(RunFinal("r", RunStatus.FAILED, T0)) == "run r end (failed)"
     assert describe(DeadLetterEvent("t", "x", T0, "r", "a")) == "dead letter of t (run r, step a)"
 
 

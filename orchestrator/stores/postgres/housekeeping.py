@@ -6,22 +6,25 @@
 - :func:`fold_deltas` moves the metric deltas the triggers write into their totals.
 - :func:`delete_finished_runs_before` deletes finished runs created before a cutoff, in batches
   of short transactions; ``task_runs`` and ``task_attempts`` go with them (``ON DELETE CASCADE``).
+
+:class:`Housekeeping` gives the history store these as methods of the ``RunHistory`` port.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine, delete, func, select, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from orchestrator.records import ScheduledRun
-from orchestrator.status import RUN_TERMINAL, Trigger
+from orchestrator.status import RunStatus, Trigger
+from orchestrator.stores.postgres.connection import Database
 from orchestrator.stores.postgres.models import WorkflowRun
+from orchestrator.stores.postgres.statuses import RUNS_ENDED
 
-TERMINAL_RUNS = tuple(sorted(RUN_TERMINAL))
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 """Errors of an unreachable or restarting PostgreSQL, worth retrying."""
 FOLD_BATCH = 10_000  # delta rows folded per transaction
@@ -46,7 +49,7 @@ SELECT count(*) FROM moved
 """)
 
 
-@contextmanager
+@contextlib.contextmanager
 def schedule_lock(engine: Engine, workflow: str) -> Iterator[Connection]:
     """Hold the per-workflow schedule lock (released when the block ends, even on error)."""
     with engine.begin() as conn:
@@ -65,7 +68,7 @@ def latest_scheduled_run(conn: Connection, workflow: str) -> ScheduledRun | None
         .order_by(WorkflowRun.created_at.desc())
         .limit(1)
     ).first()
-    return None if row is None else ScheduledRun(str(row[0]), row[1], row[2], row[3])
+    return None if row is None else ScheduledRun(str(row[0]), RunStatus(row[1]), row[2], row[3])
 
 
 def delete_finished_runs_before(engine: Engine, cutoff: datetime, batch_size: int = 1000) -> int:
@@ -78,7 +81,7 @@ def delete_finished_runs_before(engine: Engine, cutoff: datetime, batch_size: in
     while True:
         batch = (
             select(WorkflowRun.id)
-            .where(WorkflowRun.created_at < cutoff, WorkflowRun.status.in_(TERMINAL_RUNS))
+            .where(WorkflowRun.created_at < cutoff, WorkflowRun.status.in_(RUNS_ENDED))
             .order_by(WorkflowRun.created_at)
             .limit(batch_size)
         )
@@ -104,3 +107,22 @@ def fold_deltas(engine: Engine, batch: int = FOLD_BATCH, batches: int = FOLD_BAT
             if count < batch:
                 break
     return moved
+
+
+class Housekeeping(Database):
+    """Housekeeping as methods of the history store."""
+
+    def fold_metrics(self) -> int:
+        """Move the metric deltas into their totals (keeps ``metric_deltas`` short)."""
+        return fold_deltas(self.engine)
+
+    @contextlib.contextmanager
+    def schedule_slot(self, workflow: str) -> Iterator[ScheduledRun | None]:
+        """Hold ``workflow``'s schedule lock (every process and host) for the block; yields its
+        newest scheduled run. The block decides whether to start the next one."""
+        with schedule_lock(self.engine, workflow) as conn:
+            yield latest_scheduled_run(conn, workflow)
+
+    def delete_finished_before(self, cutoff: datetime, batch_size: int = 1000) -> int:
+        """Delete finished runs created before ``cutoff`` (in short batches); how many."""
+        return delete_finished_runs_before(self.engine, cutoff, batch_size)

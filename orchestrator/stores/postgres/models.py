@@ -23,8 +23,11 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql import func
 
-UNFINISHED_RUN = "status IN ('pending', 'running', 'paused')"
-UNFINISHED_STEP = "status NOT IN ('succeeded', 'failed', 'skipped', 'cancelled')"
+from orchestrator.stores.postgres.statuses import SQL_RUNS_UNFINISHED, SQL_STEPS_ENDED
+
+# the predicates of migration 0003's partial indexes, which the reconciler's queries repeat
+UNFINISHED_RUN = f"status IN {SQL_RUNS_UNFINISHED}"
+UNFINISHED_STEP = f"status NOT IN {SQL_STEPS_ENDED}"
 
 
 class Base(DeclarativeBase):

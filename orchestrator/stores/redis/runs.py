@@ -1,6 +1,5 @@
 """Per-run state in Redis: control flag, step results, leases, joins and the completion signal.
 
-Keys carry the run id in a hash tag (``orch:{<run>}:...``) so a run's keys share one cluster slot.
 Joins use sets, not counters, so a redelivered step is counted once. A step *claims* its run
 before it executes (one script, one round trip): the claim reads the control flag and the
 parents' results, refuses a step that already succeeded or that another live delivery holds,
@@ -9,7 +8,8 @@ that is missing is reported as such, never read as ``None``.
 
 Values go through :mod:`orchestrator.codec` (Celery's JSON). When a run ends, its results and
 counters are deleted and its control flag is kept, shorter, so that a late duplicate message
-stands down instead of running again.
+stands down instead of running again. Key names are in :mod:`.run_keys`, the Lua scripts in
+:mod:`.run_scripts`.
 """
 
 from __future__ import annotations
@@ -24,87 +24,15 @@ from orchestrator.codec import decode, encode
 from orchestrator.errors import ServiceUnavailable
 from orchestrator.records import Claim, Lease
 from orchestrator.settings import redact
-
-INPUTS = "__inputs__"
-SINKS = "sinks"
-
-_CLAIM = """
-local flag = redis.call('GET', KEYS[1])
-if flag then return {'flag', flag} end
-local done = redis.call('HGET', KEYS[2], ARGV[1])
-if done then return {'done', done} end
-local current = redis.call('HGET', KEYS[6], ARGV[1])
-if current and tonumber(current) > tonumber(ARGV[7]) then return {'stale', current} end
-local holder = redis.call('GET', KEYS[3])
-if holder and holder ~= ARGV[2] and holder ~= ARGV[5] then return {'busy', holder} end
-local out = {'go', '0'}
-for i = 8, #ARGV do
-  local v = redis.call('HGET', KEYS[2], ARGV[i])
-  if not v then return {'missing', ARGV[i]} end
-  table.insert(out, v)
-end
-redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
-out[2] = tostring(redis.call('HINCRBY', KEYS[4], ARGV[6], 1))
-redis.call('EXPIRE', KEYS[4], ARGV[4])
-redis.call('DEL', KEYS[5])
-return out
-"""
-_FINISH = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
-local out = {}
-for i = 3, #KEYS do
-  table.insert(out, redis.call('SADD', KEYS[i], ARGV[1]))
-  table.insert(out, redis.call('SCARD', KEYS[i]))
-  redis.call('EXPIRE', KEYS[i], ARGV[3])
-end
-return out
-"""
-_PARK = """
-if redis.call('GET', KEYS[1]) ~= 'paused' then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-return 1
-"""
-_RESUME = """
-if redis.call('GET', KEYS[1]) == 'paused' then redis.call('DEL', KEYS[1]) end
-local parked = redis.call('LRANGE', KEYS[2], 0, -1)
-redis.call('DEL', KEYS[2])
-return parked
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-_RENEW = """
-local n = 0
-for i = 1, #KEYS do
-  local holder = redis.call('GET', KEYS[i])
-  if holder == ARGV[i + 1] then
-    redis.call('PEXPIRE', KEYS[i], ARGV[1]); n = n + 1
-  elseif not holder then
-    redis.call('SET', KEYS[i], ARGV[i + 1], 'PX', ARGV[1]); n = n + 1
-  end
-end
-return n
-"""
-_END = """
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-"""
-
-
-def key(run_id: str, part: str) -> str:
-    return f"orch:{{{run_id}}}:{part}"
-
-
-def retry_key(run_id: str, step_id: str, attempt: int) -> str:
-    return key(run_id, f"retry:{step_id}:{attempt}")
-
-
-def done_channel(run_id: str) -> str:
-    return f"orch:done:{run_id}"
+from orchestrator.stores.redis import run_scripts
+from orchestrator.stores.redis.run_keys import (
+    INPUTS,
+    SINKS,
+    done_channel,
+    key,
+    lease_key,
+    retry_key,
+)
 
 
 class RunState:
@@ -117,13 +45,13 @@ class RunState:
         self.client: redis.Redis = redis.Redis.from_url(
             url, socket_connect_timeout=5, socket_timeout=5, health_check_interval=30
         )
-        self._claim = self.client.register_script(_CLAIM)
-        self._finish = self.client.register_script(_FINISH)
-        self._park = self.client.register_script(_PARK)
-        self._resume = self.client.register_script(_RESUME)
-        self._release = self.client.register_script(_RELEASE)
-        self._renew = self.client.register_script(_RENEW)
-        self._end = self.client.register_script(_END)
+        self._claim = self.client.register_script(run_scripts.CLAIM)
+        self._finish = self.client.register_script(run_scripts.FINISH)
+        self._park = self.client.register_script(run_scripts.PARK)
+        self._resume = self.client.register_script(run_scripts.RESUME)
+        self._release = self.client.register_script(run_scripts.RELEASE)
+        self._renew = self.client.register_script(run_scripts.RENEW)
+        self._end = self.client.register_script(run_scripts.END)
 
     def ping(self) -> None:
         try:
@@ -174,7 +102,7 @@ class RunState:
         keys = [
             key(run_id, "ctl"),
             key(run_id, "res"),
-            key(run_id, f"lease:{step_id}:{attempt}"),
+            lease_key(run_id, step_id, attempt),
             key(run_id, "deliveries"),
             retry_key(run_id, step_id, attempt),
             key(run_id, "attempt"),
@@ -266,17 +194,17 @@ class RunState:
         )
 
     def release(self, run_id: str, step_id: str, attempt: int, owner: str) -> None:
-        self._release(keys=[key(run_id, f"lease:{step_id}:{attempt}")], args=[owner])
+        self._release(keys=[lease_key(run_id, step_id, attempt)], args=[owner])
 
     def renew(self, leases: dict[Lease, str], lease_ms: int) -> int:
         """Extend the leases (run, step, attempt) -> owner still held by their owners."""
         if not leases:
             return 0
-        keys = [key(run_id, f"lease:{step_id}:{attempt}") for run_id, step_id, attempt in leases]
+        keys = [lease_key(run_id, step_id, attempt) for run_id, step_id, attempt in leases]
         return int(self._renew(keys=keys, args=[lease_ms, *leases.values()]))
 
     def lease_alive(self, run_id: str, step_id: str, attempt: int) -> bool:
-        return bool(self.client.exists(key(run_id, f"lease:{step_id}:{attempt}")))
+        return bool(self.client.exists(lease_key(run_id, step_id, attempt)))
 
     def finish_step(
         self,
@@ -295,7 +223,7 @@ class RunState:
         set's size after it.
         """
         joins_keys = [key(run_id, f"join:{j}") for j in [*joins, *([SINKS] if sink else [])]]
-        lease = key(run_id, f"lease:{step_id}:{attempt}")
+        lease = lease_key(run_id, step_id, attempt)
         replies = self._finish(
             keys=[key(run_id, "res"), lease, *joins_keys],
             args=[step_id, encoded, self.ttl, owner],

@@ -20,7 +20,8 @@ import orchestrator.worker as worker_module
 from orchestrator.engine.services import PlanKey
 from orchestrator.ops import forksafe
 from orchestrator.ops.delays import DelayPump
-from orchestrator.ops.reconciler import Reconciler, recover_run
+from orchestrator.ops.reconciler import Reconciler
+from orchestrator.ops.recovery import recover_run
 
 rt = worker_module.services
 if "--no-prepare" not in sys.argv:

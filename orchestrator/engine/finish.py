@@ -1,0 +1,107 @@
+"""How a step's delivery ends: it succeeded (its result counts toward the joins it triggers, a
+join's segment is published once all its parents are done, and the run ends when its last sink
+succeeds), it had already succeeded (a redelivery finishes what the first delivery may not
+have), its run was cancelled or failed (it stands down), or it failed for good (a dead letter).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from celery.exceptions import Ignore
+
+from orchestrator.codec import Encoded, encode
+from orchestrator.engine.canvas import CanvasBuilder
+from orchestrator.engine.failure import now
+from orchestrator.records import DeadLetterEvent, RunFinal, SkipSteps
+from orchestrator.status import RunStatus, StepStatus
+
+if TYPE_CHECKING:
+    from orchestrator.engine.step import Step
+
+
+def succeeded(step: Step, result: Any, encoded: str, recheck: bool = False) -> None:
+    """Record the result, count it toward joins and sinks, publish and finish what completes.
+
+    ``recheck``: a redelivery, which publishes and finishes also what its first delivery
+    counted but may have died before publishing."""
+    rt, info = step.rt, step.info
+    if not recheck:
+        step.record(StepStatus.SUCCEEDED, result=Encoded(encoded))
+    joins = [f"{step.epoch}:{index}" for index in info.triggers]
+    counts, sinks_done = rt.state.finish_step(
+        step.run_id, step.step_id, encoded, joins, info.sink, step.attempt, step.owner
+    )
+    for index, (added, size) in zip(info.triggers, counts, strict=True):
+        segment = step.plan.segments[index]
+        if size == len(segment.trigger) and (added or recheck):
+            _builder(step).publish(segment)
+    sinks_complete = sinks_done is not None and sinks_done[1] == len(step.spec.sinks)
+    if sinks_complete and sinks_done is not None and (sinks_done[0] or recheck):
+        finish_run(step)
+
+
+def already_done(step: Step, result: Any) -> Any:
+    """A redelivered step that had succeeded: finish what its first delivery may not have.
+
+    Its process may have died after the result reached Redis but before its history was
+    written, or (when Celery has no result for it) before the canvas moved on.
+    """
+    step.record(StepStatus.SUCCEEDED, result=result)
+    if step.task.AsyncResult(step.task.request.id).state != "SUCCESS":
+        succeeded(step, result, encode(result), recheck=True)
+        return result
+    if step.info.sink:
+        _, sinks = step.rt.state.finish_step(
+            step.run_id, step.step_id, encode(result), [], True, step.attempt, step.owner
+        )
+        if sinks is not None and sinks[1] == len(step.spec.sinks):
+            finish_run(step)
+    raise Ignore()
+
+
+def finish_run(step: Step) -> None:
+    """The run's last sink succeeded: the run ends with the sinks' output."""
+    sinks = step.spec.sinks
+    values = step.rt.state.results(step.run_id, sinks)
+    output = values[0] if len(sinks) == 1 else dict(zip(sinks, values, strict=True))
+    step.rt.writer.submit(RunFinal(step.run_id, RunStatus.SUCCEEDED, now(), output=output))
+
+
+def _builder(step: Step) -> CanvasBuilder:
+    return CanvasBuilder(
+        step.rt.app, step.spec, step.plan, step.run_id, {}, step.resumed, step.epoch
+    )
+
+
+def stand_down(step: Step, flag: str) -> None:
+    """The run was cancelled or failed: neither this step nor what follows it will run."""
+    status = StepStatus.CANCELLED if flag == RunStatus.CANCELLED else StepStatus.SKIPPED
+    steps = (step.step_id, *step.plan.descendants(step.step_id))
+    step.rt.writer.submit(SkipSteps(step.run_id, steps, status, now(), f"run {flag}"))
+    raise Ignore()
+
+
+def dead_letter(
+    step: Step,
+    reason: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    error: str,
+    trace: str | None,
+) -> None:
+    """Keep the message of a step that failed for good, to be replayed."""
+    step.rt.writer.submit(
+        DeadLetterEvent(
+            task=step.task.name,
+            reason=reason,
+            at=now(),
+            run_id=step.run_id,
+            step_id=step.step_id,
+            celery_task_id=step.task.request.id,
+            args=list(args),
+            kwargs=kwargs,
+            error=error,
+            traceback=trace,
+        )
+    )
