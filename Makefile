@@ -14,7 +14,9 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 help:
 	@echo "make demo   run the example etl workflow end to end (embedded Redis and PostgreSQL)"
 	@echo "make test   run the test suite (starts its own servers when none are configured)"
-	@echo "make dev    orchestrator dev: Redis, PostgreSQL, a worker, beat and Flower (Ctrl-C stops)"
+	@echo "make dev    orchestrator dev: Redis, PostgreSQL, a worker, beat, Flower, the console (Ctrl-C"
+	@echo "            stops; DEV_ARGS=--reload restarts the worker on code changes); in another shell,"
+	@echo "            'source .orchestrator/env' puts the orchestrator command on PATH"
 	@echo "make lint   ruff, mypy and the import layers"
 
 venv: $(STAMP)
@@ -31,6 +33,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
+	@echo "the CLI: $(BIN)/orchestrator --help (or source $(VENV)/bin/activate, then orchestrator --help)"
 
 test: $(STAMP)
 	FAULTS=1 $(BIN)/pytest -q $(PYTEST_ARGS)

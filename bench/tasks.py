@@ -51,3 +51,9 @@ def _log_publish(body: Any = None, headers: dict[str, Any] | None = None, **_: A
         return
     name = (headers or {}).get("task", "?")
     _client(url).rpush(PUBLISHED_KEY, json.dumps([name, message_size(body, headers)]))
+
+
+@task
+def numbers(count: int) -> list[int]:
+    """``count`` items for a ``for_each`` (``bench/bench_for_each.py``)."""
+    return list(range(count))

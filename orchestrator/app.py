@@ -9,12 +9,15 @@ dramatiq's ``set_broker`` does). Tasks are shared: every app built here has them
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, cast, overload
 
 from celery import Celery, signals
 
+from orchestrator.engine import child_task  # noqa: F401  (registers the framework's own task)
+from orchestrator.engine.event_loop import blocking
 from orchestrator.engine.services import Adapters, Services, bind, services_of
 from orchestrator.engine.task import StepTask
 from orchestrator.ops import deadlines  # noqa: F401  (registers the framework's own task)
@@ -171,10 +174,14 @@ def task(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
 
     ``@retry`` and ``@circuit_breaker`` applied below ``@task`` become the task's
     ``retry_policy`` and ``breaker``. The task is shared: every app ``create_app`` builds has it.
+    An ``async def`` function's task runs it on the process's event loop and waits for it
+    (``orchestrator.engine.event_loop``): called as a step or plainly, it returns the result.
     """
 
     def register(func: Callable[..., Any]) -> Any:
         extra = {k: getattr(func, k) for k in ("retry_policy", "breaker") if hasattr(func, k)}
+        if inspect.iscoroutinefunction(func):
+            func = blocking(func)
         return get_app().task(base=StepTask, shared=True, lazy=False, **extra, **options)(func)
 
     return register(fn) if fn is not None else register

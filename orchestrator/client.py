@@ -1,6 +1,7 @@
 """Running workflows from Python: ``run_workflow``, ``get_run`` and ``list_runs``.
 
-Each takes ``app=`` (an app from ``create_app``); without it, the default app is used.
+Each takes ``app=`` (an app from ``create_app``); without it, the default app is used. A run is
+found by its id or, as git finds commits, by a prefix of it that no other run shares.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from orchestrator.app import default_services
 from orchestrator.core.spec import WorkflowSpec
 from orchestrator.engine.handle import RunHandle
 from orchestrator.engine.submit import Submission, resolve, submit
-from orchestrator.errors import RunNotFound
-from orchestrator.records import RunRecord
+from orchestrator.errors import OrchestratorError, RunNotFound
+from orchestrator.ports import RunHistory
+from orchestrator.records import RunQuery, RunRecord
 from orchestrator.status import RunStatus, Trigger
+
+PREFIX_CANDIDATES = 10  # an ambiguous run id prefix lists at most this many runs
 
 
 def run_workflow(
@@ -45,11 +49,32 @@ def run_workflow(
 
 
 def get_run(run_id: str, *, app: Celery | None = None) -> RunHandle:
-    """The handle of an existing run; raises ``RunNotFound`` for an unknown id."""
+    """The handle of an existing run, by its id or a unique prefix of it; raises
+    ``RunNotFound`` for an unknown id, ``OrchestratorError`` for a prefix several runs share."""
     services = default_services(app)
-    if services.history.get_run(run_id) is None:
-        raise RunNotFound(run_id)
-    return RunHandle(str(run_id), services)
+    return RunHandle(find_run_id(services.history, run_id), services)
+
+
+def find_run_id(history: RunHistory, given: str) -> str:
+    """The id of the run whose id is ``given`` or starts with it (hyphens optional)."""
+    found = history.get_run(given)
+    if found is not None:
+        return found.id
+    digits = given.strip().replace("-", "").lower()
+    shared = [
+        r
+        for r in history.find_runs(RunQuery(search=given.strip()), limit=PREFIX_CANDIDATES + 1)
+        if digits and r.id.replace("-", "").startswith(digits)
+    ]
+    if not shared:
+        raise RunNotFound(given)
+    if len(shared) > 1:
+        shown = "; ".join(f"{r.id} ({r.workflow}, {r.status})" for r in shared[:PREFIX_CANDIDATES])
+        more = " and more" if len(shared) > PREFIX_CANDIDATES else ""
+        raise OrchestratorError(
+            f"run id prefix {given!r} is ambiguous: {shown}{more}; give more characters"
+        )
+    return shared[0].id
 
 
 def list_runs(

@@ -18,6 +18,10 @@ class RunContext:
     workflow: str
     task_id: str
     _inputs: Callable[[], dict[str, Any]] = field(repr=False)
+    item: Any = None
+    """The item this call of a ``for_each`` step maps (None outside one)."""
+    item_index: int | None = None
+    """The item's position in the list it comes from (None outside a ``for_each``)."""
 
     @property
     def inputs(self) -> dict[str, Any]:

@@ -8,6 +8,8 @@ OrchestratorError
 │   ├── UnknownDependencyError
 │   ├── CycleError
 │   ├── ScheduleError
+│   ├── ConditionError              a step's `when` does not parse or names an unknown value
+│   ├── ShapeError                  a `for_each` or child `workflow` that cannot run
 │   └── InputError
 ├── WorkflowNotFound                no workflow is registered under that name
 ├── RunNotFound                     no run has that id
@@ -48,6 +50,15 @@ class UnknownTaskError(ValidationError):
 
 class UnknownDependencyError(ValidationError):
     """A step depends on a step id that the workflow does not have."""
+
+
+class ConditionError(ValidationError):
+    """A step's ``when`` does not parse as CEL, or names a value the step does not have."""
+
+
+class ShapeError(ValidationError):
+    """A ``for_each`` or a child ``workflow`` that cannot run (unknown, not a dependency,
+    not registered, a cycle through child workflows)."""
 
 
 class CycleError(ValidationError):

@@ -42,6 +42,7 @@ class NewRun:
     tenant_id: str | None = None
     parent_run_id: str | None = None
     done_steps: list[str] = field(default_factory=list)
+    parent_step_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class RunRecord:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    parent_step_id: str | None = None
+    """The step of ``parent_run_id`` that started this run (a child workflow), or None."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,57 @@ class DeadLetterRecord:
     traceback: str | None
     created_at: datetime
     replayed_at: datetime | None
+
+
+# --- history: what the console asks -------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    """Which runs a listing holds, newest first: of a workflow and status, created in
+    [``since``, ``until``), matching ``search`` (a run id prefix, an idempotency key or a
+    correlation id), and older than ``after`` (the created time and id of the last run of the
+    page before: keyset pagination, as fast on page 1000 as on page 1)."""
+
+    workflow: str | None = None
+    status: RunStatus | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    search: str | None = None
+    after: tuple[datetime, str] | None = None
+
+    @property
+    def id_range(self) -> tuple[str, str] | None:
+        """The first and the last run id that start with ``search``, if it can start one."""
+        digits = (self.search or "").replace("-", "").lower()
+        if not digits or len(digits) > 32 or any(c not in "0123456789abcdef" for c in digits):
+            return None
+        low, high = digits.ljust(32, "0"), digits.ljust(32, "f")
+        return _uuid_text(low), _uuid_text(high)
+
+
+def _uuid_text(digits: str) -> str:
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
+
+@dataclass(frozen=True)
+class RunCount:
+    """How many runs created in the bucket starting ``at`` have ``status``."""
+
+    at: datetime
+    status: RunStatus
+    n: int
+
+
+@dataclass(frozen=True)
+class StepDurations:
+    """Seconds the steps that started in the bucket starting ``at`` took (attempts included)."""
+
+    at: datetime
+    n: int
+    p50: float
+    p95: float
+    longest: float
 
 
 # --- history: what beat's overlap check needs --------------------------------

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(
         5, description="Deliveries of one attempt (worker crashes) before it is dead-lettered."
     )
+    max_items: int = Field(
+        10000, ge=0, description="Most items one for_each step maps over (a step's max_items wins)."
+    )
     reconcile_interval: float = Field(5.0, description="Seconds between reconciler passes.")
     stall_timeout: float = Field(
         300,
@@ -89,6 +92,13 @@ class Settings(BaseSettings):
     flower_url: str = Field("http://127.0.0.1:5555", description="Where Flower is served.")
     flower_basic_auth: SecretStr | None = Field(
         None, description="Flower credentials as user:password (required to start Flower)."
+    )
+    ui_auth: SecretStr | None = Field(
+        None, description="Console credentials as user:password (required to start the console)."
+    )
+    ui_port: int = Field(8765, description="Port of the console (`orchestrator ui`).")
+    ui_host: str = Field(
+        "127.0.0.1", description="Address the console binds (0.0.0.0 in a container)."
     )
     metrics_port: int | None = Field(None, description="Port for /metrics, /health and /ready.")
     metrics_host: str = Field(

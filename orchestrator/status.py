@@ -43,6 +43,7 @@ class Trigger(StrEnum):
     SCHEDULE = "schedule"
     CLI = "cli"
     RETRY = "retry"
+    CHILD = "child"
 
 
 RUN_TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})

@@ -5,12 +5,21 @@ Loaded by ``celery ... flower``, it makes Flower safe without ``--conf=config/fl
 serves every interface with no authentication): it binds 127.0.0.1 and requires
 ``ORCHESTRATOR_FLOWER_BASIC_AUTH``, as ``config/flowerconfig.py`` does. Flower's config file,
 ``FLOWER_*`` variables and command-line flags (``--address``, ``--port``) still win.
+
+A workflow file that is not valid is logged and skipped (``orchestrator.core.registry``); a task
+module that cannot be imported stops the worker with a one-line reason. While it runs, the
+worker's entry in the registry of live workers (``orchestrator.ops.workers``) says which queues
+it consumes and which tasks it registered, so ``orchestrator run`` and ``show`` can tell when no
+worker would run a step. A message for a task this worker has not registered is dead-lettered
+with its run and step, and fails that step and its run at once (Celery drops such a message).
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+import time
+import traceback
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,16 +29,21 @@ from kombu import Exchange, Queue
 
 from orchestrator.app import get_app
 from orchestrator.core import registry
-from orchestrator.engine.services import services_of
+from orchestrator.engine.canvas import CTX_KEY
+from orchestrator.engine.failure import fail_run
+from orchestrator.engine.services import Services, services_of
 from orchestrator.logs import configure
 from orchestrator.ops import forksafe, monitoring
 from orchestrator.ops.delays import DelayPump
 from orchestrator.ops.periodic import install as install_schedules
 from orchestrator.ops.reconciler import Reconciler
-from orchestrator.records import DeadLetterEvent
+from orchestrator.ops.workers import Heartbeat, describe
+from orchestrator.records import DeadLetterEvent, StepEvent
 from orchestrator.settings import Settings
+from orchestrator.status import StepStatus
 from orchestrator.stores.redis import kombu_fixes
 from orchestrator.stores.redis.checks import check_eviction_policies
+from orchestrator.stores.redis.workers import WorkerRegistry
 
 FLOWER_AUTH_VAR = "ORCHESTRATOR_FLOWER_BASIC_AUTH"
 FLOWER_HOW_TO = (
@@ -70,12 +84,24 @@ def secure_flower(settings: Settings) -> None:
     options.basic_auth = [credentials]  # a list: Flower would split a string on commas
 
 
+def load_modules(services: Services) -> None:
+    """Import the task modules and load the workflows, or exit with why (no traceback)."""
+    try:
+        services.load_modules()
+    except Exception as exc:  # an ImportError, a SyntaxError in a task module, ...
+        reason = "".join(traceback.format_exception_only(exc)).strip()
+        sys.exit(
+            f"orchestrator: importing the task modules failed ({reason}); ORCHESTRATOR_TASK_MODULES"
+            f"={','.join(services.settings.task_modules)}"
+        )
+
+
 kombu_fixes.install()  # a worker survives a Redis restart
 app = get_app()
 services = services_of(app)
 if flower_command():
     secure_flower(services.settings)
-services.load_modules()
+load_modules(services)
 # without -Q a worker consumes the default queue and every queue a loaded workflow's steps name
 app.conf.task_queues = [
     Queue(name, Exchange(name), routing_key=name)
@@ -88,20 +114,27 @@ install_schedules(app, services.settings)  # beat's tasks, and one beat entry pe
 
 
 class MainProcess:
-    """The threads of the worker's main process: the reconciler and the delay pump."""
+    """The threads of the worker's main process: the reconciler, the delay pump and the
+    heartbeat of its entry among the live workers."""
 
     def __init__(self) -> None:
         self.reconciler: Reconciler | None = None
         self.pump: DelayPump | None = None
+        self.heartbeat: Heartbeat | None = None
 
-    def start(self) -> None:
+    def start(self, consumer: Any) -> None:
         self.reconciler = Reconciler(services)
         self.reconciler.start()
         self.pump = DelayPump(services.delays, lambda m: app.signature(m).apply_async())
         self.pump.start()
+        if consumer is not None:
+            began = time.time()
+            workers = WorkerRegistry.from_url(services.settings.state_url)
+            self.heartbeat = Heartbeat(workers, lambda: describe(consumer, began))
+            self.heartbeat.start()
 
     def stop(self) -> None:
-        for thread in (self.reconciler, self.pump):
+        for thread in (self.heartbeat, self.reconciler, self.pump):
             if thread is not None:
                 thread.stop()
 
@@ -117,7 +150,7 @@ def _prepare_main_process(**_: Any) -> None:
 
 @signals.worker_ready.connect(weak=False)
 def _start(sender: Any = None, **_: Any) -> None:
-    main_process.start()
+    main_process.start(sender)
     # in the main process, once: warn when Redis may evict run state (maxmemory-policy)
     check_eviction_policies(services.settings)
     if services.settings.metrics_port is not None:
@@ -145,22 +178,52 @@ def _setup_logs(logger: Any = None, **_: Any) -> None:
 
 @signals.task_unknown.connect(weak=False)
 def _unknown_task(
-    name: str | None = None, id: str | None = None, message: Any = None, **_: Any
+    sender: Any = None,
+    name: str | None = None,
+    id: str | None = None,
+    message: Any = None,
+    **_: Any,
 ) -> None:
-    """A message for a task no module registered becomes a dead letter (it is not redelivered)."""
+    """A message for a task no module registered becomes a dead letter (Celery drops it); a
+    step's fails the step and its run at once, naming the task, this worker and the queue."""
     args, kwargs = _arguments(message)
+    ctx = kwargs.get(CTX_KEY) if isinstance(kwargs, dict) else None
+    step = ctx if isinstance(ctx, dict) and "run_id" in ctx and "step_id" in ctx else {}
+    worker = getattr(sender, "hostname", None) or "this worker"
+    queue = (getattr(message, "delivery_info", None) or {}).get("routing_key") or "?"
+    error = (
+        f"task {name!r} is not registered on worker {worker} (queue {queue!r}); add its module "
+        "to the worker's ORCHESTRATOR_TASK_MODULES and restart it"
+    )
+    if step:
+        error += f", then `orchestrator retry {step['run_id']}`"
     services.writer.submit(
         DeadLetterEvent(
             task=name or "?",
             reason="unregistered",
             at=datetime.now(UTC),
+            run_id=step.get("run_id"),
+            step_id=step.get("step_id"),
             celery_task_id=id,
             args=args,
             kwargs=kwargs,
-            error=f"task {name!r} is not registered on this worker; add its module to "
-            "ORCHESTRATOR_TASK_MODULES",
+            error=error,
         )
     )
+    if step and services.state.failure(step["run_id"]) is None:
+        attempt = int(step.get("attempt", 1))
+        services.writer.submit(
+            StepEvent(
+                step["run_id"],
+                step["step_id"],
+                attempt,
+                StepStatus.FAILED,
+                datetime.now(UTC),
+                worker=worker,
+                error=error,
+            )
+        )
+        fail_run(services, step["run_id"], step["step_id"], error)
 
 
 def _arguments(message: Any) -> tuple[Any, Any]:

@@ -25,7 +25,7 @@ def task_name(task: Any) -> str:
 
 def Step(  # noqa: N802 - reads as a type where it is used: Workflow(steps=[Step(...)])
     id: str,
-    task: Any,
+    task: Any = None,
     after: str | list[str] | tuple[str, ...] | None = None,
     *,
     kwargs: dict[str, Any] | None = None,
@@ -33,21 +33,36 @@ def Step(  # noqa: N802 - reads as a type where it is used: Workflow(steps=[Step
     retry: RetrySpec | dict[str, Any] | None = None,
     timeout: float | None = None,
     soft_timeout: float | None = None,
+    when: str | None = None,
+    trigger: str = "all_succeeded",
+    for_each: str | None = None,
+    max_items: int | None = None,
+    workflow: Any = None,
     **options: Any,
 ) -> StepSpec:
-    """A step: ``task`` (a task object or its registered name) run after the ``after`` steps."""
+    """A step: ``task`` (a task object or its registered name) run after the ``after`` steps;
+    ``when``: a CEL condition over ``inputs`` and the dependencies' results (false skips the
+    step); ``trigger``: ``all_succeeded`` or ``none_failed`` (see design.md, Conditions);
+    ``for_each``: a dependency whose list result the step maps over, one call per item (at
+    most ``max_items``); ``workflow``: a registered workflow (or its name) to run as a child run
+    instead of a task, once or per item, with the dependency's result or the item as inputs."""
     step: StepSpec = _validated(
         StepSpec,
         f"step {id!r}",
         {
             "id": id,
-            "task": task_name(task),
+            "task": "" if task is None else task_name(task),
             "after": after,
             "kwargs": kwargs or {},
             "queue": queue,
             "retry": retry,
             "timeout": timeout,
             "soft_timeout": soft_timeout,
+            "when": when,
+            "trigger": trigger,
+            "for_each": for_each,
+            "max_items": max_items,
+            "workflow": getattr(workflow, "name", workflow),
             "options": options,
         },
     )
@@ -75,9 +90,11 @@ class Workflow:
         description: str = "",
         schedule: str | ScheduleSpec | dict[str, Any] | None = None,
         deadline: float | None = None,
+        on_failure: Any = None,
         steps: list[StepSpec] | None = None,
     ) -> None:
         self.name = name
+        self.on_failure = None if on_failure is None else task_name(on_failure)
         self.description = description
         self.schedule = schedule
         self.deadline = deadline
@@ -85,7 +102,7 @@ class Workflow:
         registry.add_builder(name, self)  # so beat and run_workflow(name) find it
 
     def step(
-        self, id: str, task: Any, after: str | list[str] | None = None, **options: Any
+        self, id: str, task: Any = None, after: str | list[str] | None = None, **options: Any
     ) -> Workflow:
         """Add a step (see :func:`Step` for the options); returns the workflow for chaining."""
         try:
@@ -103,6 +120,7 @@ class Workflow:
             "description": self.description,
             "schedule": schedule,
             "deadline": self.deadline,
+            "on_failure": self.on_failure,
             "steps": self._steps,
         }
         spec = _validated(WorkflowSpec, "workflow definition", data, self.name)

@@ -1,8 +1,10 @@
-"""``make demo``: run the example ``etl`` workflow on a real Celery worker, start to finish.
+"""``make demo``: run the example workflows on a real Celery worker, start to finish: ``etl``,
+and ``ingest`` (a document ingestion with a ``for_each``, a child run per document, a map inside
+it and a condition).
 
 Without ORCHESTRATOR_* URLs it starts embedded Redis and PostgreSQL (data under
 ``.orchestrator/demo``); with them it uses those servers. It applies the migrations, starts
-``celery -A orchestrator.worker worker -c 2``, runs ``etl``, prints the steps and the output, and
+``celery -A orchestrator.worker worker -c 2``, runs each, prints the steps and the output, and
 stops everything it started, on success, failure or Ctrl-C alike. Exit status 0 on success.
 """
 
@@ -27,8 +29,7 @@ from orchestrator.settings import get_settings, redact
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / ".orchestrator" / "demo"
-WORKFLOW = "etl"
-INPUTS = {"source": "s3://bucket/day"}
+EXAMPLES = [("etl", {"source": "s3://bucket/day"}), ("ingest", {"source": "s3://docs"})]
 CONCURRENCY = 2
 RUN_TIMEOUT = 60.0
 
@@ -73,7 +74,8 @@ def demo(cleanup: contextlib.ExitStack) -> None:
     worker.start()
     worker.await_ready()
     say(f"worker ready (log {shown(worker.log)})")
-    run_example()
+    for workflow, inputs in EXAMPLES:
+        run_example(workflow, inputs)
 
 
 def use_servers(env: dict[str, str]) -> None:
@@ -89,11 +91,11 @@ def use_servers(env: dict[str, str]) -> None:
         raise RuntimeError(f"the Celery app still uses {redact(app.conf.broker_url)}")
 
 
-def run_example() -> None:
+def run_example(workflow: str, inputs: dict[str, Any]) -> None:
     from orchestrator import run_workflow
 
-    say(f"running workflow {WORKFLOW!r} with inputs {json.dumps(INPUTS)}")
-    handle = run_workflow(WORKFLOW, inputs=INPUTS)
+    say(f"running workflow {workflow!r} with inputs {json.dumps(inputs)}")
+    handle = run_workflow(workflow, inputs=inputs)
     say(f"run {handle.id} submitted; waiting for it to finish")
     try:
         output = handle.wait(timeout=RUN_TIMEOUT)

@@ -1,5 +1,5 @@
 """Example task modules; the worker imports ``tasks`` (ORCHESTRATOR_TASK_MODULES) by default."""
 
-from tasks import etl
+from tasks import etl, ingest
 
-__all__ = ["etl"]
+__all__ = ["etl", "ingest"]

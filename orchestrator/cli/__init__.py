@@ -1,20 +1,25 @@
 """The ``orchestrator`` command: run and inspect workflows, control runs, manage the database.
 
 Each command group lives in a module of this package that exposes ``register(subparsers)``;
-``main`` turns every ``OrchestratorError`` into a one-line message and exit status 1.
+``main`` turns an error the user can fix (``OrchestratorError``, a server away, a bad setting:
+:mod:`orchestrator.cli.failures`) into a one-line message and exit status 1, and exits quietly
+when its output is closed early (``orchestrator runs | head``).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from orchestrator.cli import db, dev, resilience, runs, schedules, workflows
-from orchestrator.errors import OrchestratorError
+from orchestrator.cli import db, dev, resilience, runs, schedules, show, ui, workers, workflows
+from orchestrator.cli.failures import explain
+from orchestrator.cli.output import LevelPrefix
 
-COMMAND_MODULES = (runs, workflows, resilience, schedules, db, dev)
+COMMAND_MODULES = (runs, show, workflows, workers, resilience, schedules, db, dev, ui)
+SIGPIPE_EXIT = 141  # as a shell reports a process that a closed pipe stopped
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,13 +39,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``orchestrator`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    handler = logging.StreamHandler()
+    handler.setFormatter(LevelPrefix())
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     try:
         code = args.handler(args)
-    except OrchestratorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to say
+        return SIGPIPE_EXIT
+    except Exception as exc:
+        message = explain(exc)
+        if message is None:
+            if args.verbose:
+                raise
+            message = f"{type(exc).__name__}: {exc} (a bug? `orchestrator -v …` shows where)"
+        print(f"error: {message}", file=sys.stderr)
+        return 1
     return int(code or 0)

@@ -23,6 +23,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dev.add_argument("--concurrency", "-c", type=_positive, default=2, help="worker processes (2)")
     dev.add_argument("--no-beat", dest="beat", action="store_false", help="do not start beat")
     dev.add_argument("--no-flower", dest="flower", action="store_false", help="do not start Flower")
+    dev.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart the worker and beat when a .py or .yaml file of the project changes",
+    )
     dev.set_defaults(handler=cmd_dev)
 
 
@@ -36,5 +41,7 @@ def _positive(text: str) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from orchestrator.dev.server import DevOptions, run
 
-    options = DevOptions(args.data_dir, args.concurrency, beat=args.beat, flower=args.flower)
+    options = DevOptions(
+        args.data_dir, args.concurrency, beat=args.beat, flower=args.flower, reload=args.reload
+    )
     return run(options)

@@ -1,9 +1,10 @@
-"""Tables, JSON and durations for the CLI."""
+"""Tables, JSON, durations, shortened values and log lines for the CLI."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -54,3 +55,21 @@ def duration(start: datetime | None, end: datetime | None) -> str:
 
 def color_enabled() -> bool:
     return sys.stdout.isatty()
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` on one line, cut to ``width`` characters with an ellipsis."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def clock(at: datetime | None) -> str:
+    """Local wall-clock time of ``at``, to the millisecond."""
+    return "-" if at is None else at.astimezone().strftime("%H:%M:%S.%f")[:-3]
+
+
+class LevelPrefix(logging.Formatter):
+    """``warning: …`` lines, as the CLI's own errors read."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {super().format(record)}"

@@ -9,7 +9,7 @@ from typing import Any
 
 from orchestrator.app import default_services
 from orchestrator.cli.output import emit_json, table
-from orchestrator.client import get_run
+from orchestrator.engine.replay import replay
 from orchestrator.errors import OrchestratorError
 from orchestrator.records import DeadLetterRecord
 
@@ -109,24 +109,5 @@ def cmd_dlq_show(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
-    letter = _letter(args.id)
-    rt = default_services()
-    if not rt.history.mark_replayed(letter.id):
-        raise OrchestratorError(
-            f"dead letter {letter.id} was already replayed (`orchestrator dlq list --all`)"
-        )
-    try:
-        print(_replay(rt, letter))
-    except BaseException:
-        rt.history.mark_replayed(letter.id, replayed=False)  # it can be replayed again
-        raise
+    print(replay(default_services(), args.id))
     return 0
-
-
-def _replay(rt: Any, letter: DeadLetterRecord) -> str:
-    if letter.run_id is not None:
-        new = get_run(letter.run_id).retry()
-        return f"dead letter {letter.id}: run {letter.run_id} retried as run {new.id}"
-    rt.load_modules()
-    sent = rt.app.send_task(letter.task, args=letter.args or [], kwargs=letter.kwargs or {})
-    return f"dead letter {letter.id}: task {letter.task} sent again as {sent.id}"

@@ -1,4 +1,10 @@
-"""Run commands: ``run``, ``runs``, ``show``, ``cancel``."""
+"""Run commands: ``run`` (asking the live workers first), ``runs``, and run control.
+
+Before ``run`` submits, it asks the registry of live workers (``orchestrator.ops.workers``)
+whether each step's task would run: a step whose queue only workers without its task consume
+would be dead-lettered, so nothing is submitted; a step that would wait is noted. ``--wait``
+prints the progress, the steps that retry and what a waiting step waits for.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +14,19 @@ import sys
 from typing import Any
 
 from orchestrator.app import default_services
-from orchestrator.cli.output import as_dict, color_enabled, duration, emit_json, table
+from orchestrator.cli.output import as_dict, duration, emit_json, table
 from orchestrator.client import get_run, list_runs, run_workflow
-from orchestrator.core.graph_layout import GraphNode
-from orchestrator.core.graph_text import to_text
 from orchestrator.engine.handle import RunHandle
+from orchestrator.engine.services import Services
 from orchestrator.engine.submit import resolve
 from orchestrator.errors import InputError, WorkflowFailed
+from orchestrator.ops.waiting import Waiting, waiting_now
+from orchestrator.ops.workers import submit_check
 from orchestrator.records import RunRecord, StepRecord
 from orchestrator.status import RunStatus, StepStatus, Trigger
+from orchestrator.stores.redis.workers import WorkerRegistry
+
+SHOWN = 4  # steps named on a progress line
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,11 +55,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     runs.add_argument("--json", action="store_true", help="print JSON")
     runs.set_defaults(handler=cmd_runs)
 
-    show = sub.add_parser("show", help="a run's steps, attempts, errors, timings and DAG")
-    show.add_argument("run_id")
-    show.add_argument("--json", action="store_true", help="print JSON")
-    show.set_defaults(handler=cmd_show)
-
     for name, text in (
         ("cancel", "cancel a run: nothing new starts, running steps finish"),
         ("pause", "pause a run: steps not yet started wait"),
@@ -61,7 +66,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     ):
         control = sub.add_parser(name, help=text)
-        control.add_argument("run_id")
+        control.add_argument("run_id", help="a run id, or a prefix of it that no other run shares")
         control.set_defaults(handler=cmd_control, action=name)
 
 
@@ -80,21 +85,32 @@ def parse_inputs(pairs: list[str], workflow: str) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    spec = resolve(default_services(), args.workflow)
+    rt = default_services()
+    spec = resolve(rt, args.workflow)
+    inputs = parse_inputs(args.input, spec.name)
+    workers = WorkerRegistry.from_url(rt.settings.state_url)
+    refused, notes = submit_check(rt.app, spec, workers.live())
+    if refused:
+        for problem in refused:
+            print(f"error: {problem}", file=sys.stderr)
+        print("nothing was submitted", file=sys.stderr)
+        return 1
     handle = run_workflow(
         spec,
-        parse_inputs(args.input, spec.name),
+        inputs,
         trigger=Trigger.CLI,
         idempotency_key=args.idempotency_key,
     )
+    for note in notes:  # once it is submitted: a server that is down says so first
+        print(f"note: {note}", file=sys.stderr)
     if not args.wait:
         print(json.dumps({"run_id": handle.id}) if args.json else handle.id)
         return 0
     print(f"run {handle.id} of {spec.name}: {len(spec.steps)} steps", file=sys.stderr)
-    progress = Progress(handle)
+    progress = Progress(handle, rt, workers)
     try:
         output = handle.wait(timeout=args.timeout, on_progress=progress, progress_every=0.5)
-    except WorkflowFailed as exc:
+    except (WorkflowFailed, TimeoutError) as exc:
         progress.done()
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -104,22 +120,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 class Progress:
-    """Prints ``steps done / total, current step`` while a run is waited on."""
+    """Prints ``[done/total] status: what runs, retries or waits`` while a run is waited on."""
 
-    def __init__(self, handle: RunHandle) -> None:
+    def __init__(self, handle: RunHandle, rt: Services, workers: WorkerRegistry) -> None:
         self.handle = handle
+        self.rt = rt
+        self.workers = workers
         self.tty = sys.stderr.isatty()
         self.last = ""
 
     def __call__(self, record: RunRecord) -> None:
         steps = self.handle.steps()
-        done = sum(s.status in (StepStatus.SUCCEEDED, StepStatus.SKIPPED) for s in steps)
-        running = [
-            s.step_id for s in steps if s.status in (StepStatus.RUNNING, StepStatus.RETRYING)
-        ]
-        line = f"[{done}/{len(steps)}] {record.status}" + (
-            f": {', '.join(running[:3])}" if running else ""
-        )
+        waits = waiting_now(self.rt, record, steps, self.workers)
+        line = progress_line(record, steps, waits or [])
         if line != self.last:
             print(
                 ("\r\033[K" if self.tty else "") + line,
@@ -133,6 +146,27 @@ class Progress:
         self(self.handle.record())
         if self.tty:
             print(file=sys.stderr)
+
+
+def progress_line(record: RunRecord, steps: list[StepRecord], waits: list[Waiting]) -> str:
+    """``[done/total] status: running steps; retrying ones and when; what stuck ones wait for``."""
+    done = sum(s.status in (StepStatus.SUCCEEDED, StepStatus.SKIPPED) for s in steps)
+    running = [s.step_id for s in steps if s.status == StepStatus.RUNNING]
+    parts = [", ".join(running[:3])] if running else []
+    waiting = {w.step_id: w for w in waits}
+    parts += [
+        f"{s.step_id} retrying"
+        for s in steps
+        if s.status == StepStatus.RETRYING and s.step_id not in waiting
+    ]
+    for w in waits:
+        if w.reason == "retry_delay":
+            parts.append(f"{w.step_id} retrying: {w.detail}")
+        elif w.stuck or w.reason != "queue":
+            parts.append(f"{w.step_id} waits for {w.reason}: {w.detail}")
+    more = f"; and {len(parts) - SHOWN} more" if len(parts) > SHOWN else ""
+    listed = f": {'; '.join(parts[:SHOWN])}{more}" if parts else ""
+    return f"[{done}/{len(steps)}] {record.status}{listed}"
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -154,85 +188,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
     ]
     print(table(["run", "workflow", "status", "trigger", "created", "took", "failed at"], rows))
     return 0
-
-
-def flower_link(step: StepRecord) -> str:
-    return f"{default_services().settings.flower_url.rstrip('/')}/task/{step.celery_task_id}"
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    handle = get_run(args.run_id)
-    record, steps = handle.record(), handle.steps()
-    if args.json:
-        emit_json(
-            {
-                "run": as_dict(record),
-                "steps": [{**as_dict(s), "flower": flower_link(s)} for s in steps],
-                "events": [
-                    {"at": at, "kind": kind, "detail": detail}
-                    for at, kind, detail in handle.events()
-                ],
-            }
-        )
-        return 0
-    print(
-        f"run {record.id}  workflow {record.workflow}  {record.status}  "
-        f"({duration(record.started_at, record.finished_at)}, trigger {record.trigger})"
-    )
-    if record.error:
-        print(f"error at {record.error_step or '-'}: {record.error}")
-    print()
-    print(
-        table(
-            ["step", "task", "status", "attempts", "took", "error", "flower"],
-            [
-                (
-                    s.step_id,
-                    s.task,
-                    s.status,
-                    s.attempts,
-                    duration(s.started_at, s.finished_at),
-                    _short(s.error),
-                    flower_link(s),
-                )
-                for s in steps
-            ],
-        )
-    )
-    for step in steps:
-        for attempt in step.attempt_log:
-            if attempt.status in (StepStatus.FAILED, StepStatus.RETRYING):
-                print(
-                    f"\n{step.step_id} attempt {attempt.attempt} on {attempt.worker} "
-                    f"({attempt.status}): {attempt.error}"
-                )
-    for at, kind, detail in handle.events():
-        print(f"\n{_cell_time(at)} {kind}" + (f": {detail}" if detail else ""))
-    print()
-    print(to_text(graph_nodes(handle, steps), color=color_enabled()))
-    return 0
-
-
-def graph_nodes(handle: RunHandle, steps: list[StepRecord]) -> list[GraphNode]:
-
-    record = handle.record()
-    spec_data = default_services().history.load_spec(record.workflow_version) or {"steps": []}
-    status = {s.step_id: s.status for s in steps}
-    return [
-        GraphNode(s["id"], s["task"], tuple(s.get("after") or ()), status.get(s["id"]))
-        for s in spec_data["steps"]
-    ]
-
-
-def _cell_time(at: Any) -> str:
-    return str(at.astimezone().strftime("%Y-%m-%d %H:%M:%S"))
-
-
-def _short(text: str | None, width: int = 60) -> str | None:
-    if not text:
-        return None
-    line = text.strip().splitlines()[0]
-    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def cmd_control(args: argparse.Namespace) -> int:

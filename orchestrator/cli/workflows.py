@@ -1,10 +1,16 @@
-"""Workflow commands: ``graph`` (the DAG as a picture) and ``validate``."""
+"""Workflow commands: ``graph`` (the DAG as a picture) and ``validate``.
+
+``validate`` checks each file on its own (without ``PATH``: ``ORCHESTRATOR_WORKFLOWS_PATH``), as
+workers load them: one bad file is reported with its workflow, step and reason, and the others
+are still checked.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from orchestrator.app import default_services
 from orchestrator.cli.output import emit_json
@@ -13,9 +19,10 @@ from orchestrator.core import registry
 from orchestrator.core.graph_drawing import to_png, to_svg
 from orchestrator.core.graph_layout import GraphNode
 from orchestrator.core.graph_text import to_dot, to_mermaid, to_text
-from orchestrator.core.spec import WorkflowSpec, check_tasks
+from orchestrator.core.spec import StepSpec, WorkflowSpec, check_tasks
+from orchestrator.engine.services import CeleryCatalog
 from orchestrator.engine.submit import resolve
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, ValidationError
 
 FORMATS = ("mermaid", "dot", "svg", "png", "text")
 
@@ -29,7 +36,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     graph.set_defaults(handler=cmd_graph)
 
     validate = sub.add_parser("validate", help="check YAML workflows without running them")
-    validate.add_argument("path", nargs="+", help="YAML files or directories")
+    validate.add_argument(
+        "path", nargs="*", help="YAML files or directories (ORCHESTRATOR_WORKFLOWS_PATH)"
+    )
     validate.add_argument("--json", action="store_true", help="print JSON")
     validate.set_defaults(handler=cmd_validate)
 
@@ -41,12 +50,18 @@ def _spec(name: str) -> WorkflowSpec:
     return resolve(default_services(), name)
 
 
+def _label(step: StepSpec) -> str:
+    """A step's task, or the child workflow it runs; a ``for_each`` says what it maps over."""
+    label = f"workflow {step.workflow}" if step.workflow else step.task
+    return f"{label} for each of {step.for_each}" if step.for_each else label
+
+
 def cmd_graph(args: argparse.Namespace) -> int:
     spec = _spec(args.workflow)
     status = {}
     if args.run:
         status = {s.step_id: s.status for s in get_run(args.run).steps()}
-    nodes = [GraphNode(s.id, s.task, s.after, status.get(s.id)) for s in spec.steps]
+    nodes = [GraphNode(s.id, _label(s), s.after, status.get(s.id)) for s in spec.steps]
     drawn: str | bytes
     if args.format == "png":
         drawn = to_png(nodes, title=spec.name)
@@ -68,18 +83,12 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     rt = default_services()
-    rt.load_modules()
-    files = [f for p in args.path for f in _yaml_files(Path(p))]
-    results = []
-    for file in files:
-        try:
-            spec = registry.load_file(file)
-            check_tasks(spec, rt.catalog)
-            results.append(
-                {"file": str(file), "workflow": spec.name, "ok": True, "steps": len(spec.steps)}
-            )
-        except OrchestratorError as exc:
-            results.append({"file": str(file), "ok": False, "error": str(exc)})
+    rt.import_tasks()
+    paths = args.path or [rt.settings.workflows_path]
+    if not args.path:
+        print(f"checking ORCHESTRATOR_WORKFLOWS_PATH={paths[0]}", file=sys.stderr)
+    files = [f for p in paths for f in _yaml_files(Path(p))]
+    results = [_check(file, rt.catalog) for file in files]
     if args.json:
         emit_json(results)
     for r in results if not args.json else []:
@@ -88,12 +97,28 @@ def cmd_validate(args: argparse.Namespace) -> int:
             if r["ok"]
             else f"error {r['file']}: {r['error']}"
         )
+    if not files:
+        print(f"no *.yaml or *.yml file in {', '.join(paths)}", file=sys.stderr)
     return 0 if files and all(r["ok"] for r in results) else 1
 
 
+def _check(file: Path, catalog: CeleryCatalog) -> dict[str, Any]:
+    """One file's verdict: its workflow and steps, or what is wrong (workflow, step, reason)."""
+    try:
+        spec = registry.load_file(file)
+        check_tasks(spec, catalog)
+    except ValidationError as exc:
+        return {
+            "file": str(file),
+            "ok": False,
+            "workflow": exc.workflow,
+            "step": exc.step,
+            "error": str(exc),
+        }
+    return {"file": str(file), "workflow": spec.name, "ok": True, "steps": len(spec.steps)}
+
+
 def _yaml_files(path: Path) -> list[Path]:
-    if path.is_dir():
-        return sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
     if not path.exists():
         raise OrchestratorError(f"{path} does not exist")
-    return [path]
+    return registry.workflow_files(path)

@@ -95,7 +95,8 @@ def build_plan(
     todo = [s for s in order if s not in done]
     sched = {s: tuple(p for p in parents[s] if p not in done) for s in todo}
     reduced = transitive_reduction(todo, sched)
-    pieces = [piece for raw in decompose(todo, reduced) for piece in bound(*raw, limit)]
+    joins = own_segments(spec, todo, sched)
+    pieces = [piece for raw in decompose(todo, reduced, joins) for piece in bound(*raw, limit)]
     segments = tuple(Segment(i, trigger, body) for i, (trigger, body) in enumerate(pieces))
     return Plan(
         workflow=spec.name,
@@ -137,6 +138,30 @@ def transitive_reduction(
         reduced[step] = tuple(p for p in parents[step] if not above & bit[p])
         ancestors[step] = above | sum(bit[p] for p in parents[step])
     return reduced
+
+
+def own_segments(
+    spec: WorkflowSpec, todo: list[str], parents: dict[str, tuple[str, ...]]
+) -> frozenset[str]:
+    """Steps that must start a segment of their own, published once their parents are counted:
+    those that decide at run time whether they run, and the children of steps that may be
+    skipped (a skip is counted, never passed along a chain) or whose result comes later than
+    their message (a ``for_each`` step ends with its last item, a child workflow's step with
+    its child run)."""
+    may_skip: set[str] = set()
+    later: set[str] = set()  # their result comes after their message
+    joins: set[str] = set()
+    for step_id in todo:
+        step = spec.step(step_id)
+        waits = any(p in may_skip or p in later for p in parents[step_id])
+        deferred = step.for_each is not None or step.workflow is not None
+        if step.conditional or deferred or waits:
+            joins.add(step_id)
+        if step.when is not None or any(p in may_skip for p in parents[step_id]):
+            may_skip.add(step_id)
+        if deferred:
+            later.add(step_id)
+    return frozenset(joins)
 
 
 # -- per-step facts -----------------------------------------------------------------------------

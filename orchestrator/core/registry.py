@@ -1,9 +1,16 @@
-"""Workflows by name: defined in Python, or YAML under ``ORCHESTRATOR_WORKFLOWS_PATH``."""
+"""Workflows by name: defined in Python, or YAML under ``ORCHESTRATOR_WORKFLOWS_PATH``.
+
+A directory of YAML files is loaded one file at a time: a file that is not a valid workflow is
+logged and skipped, and kept as a :class:`LoadProblem` (file, workflow, step, reason) for
+``orchestrator validate`` and the CLI; every other workflow is registered as usual, so one bad
+file never stops a worker, beat or the CLI.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +24,20 @@ _lock = threading.Lock()
 _workflows: dict[str, WorkflowSpec] = {}
 _builders: dict[str, Any] = {}  # Python ``Workflow`` objects, validated when first looked up
 _loaded_paths: set[str] = set()
+_problems: dict[str, LoadProblem] = {}  # file -> why it was skipped
+
+
+@dataclass(frozen=True)
+class LoadProblem:
+    """A workflow file that was skipped, and why (``error`` names the workflow and step)."""
+
+    file: str
+    workflow: str | None
+    step: str | None
+    error: str
+
+    def __str__(self) -> str:
+        return f"workflow file {self.file} skipped: {self.error}"
 
 
 def register(spec: WorkflowSpec) -> WorkflowSpec:
@@ -44,10 +65,10 @@ def _materialize(name: str | None = None) -> None:
     for found, builder in builders:
         try:
             register(builder.spec)
-        except ValidationError:
+        except ValidationError as exc:
             if name is not None:
                 raise
-            log.warning("workflow %r is not valid; skipped", found)
+            log.warning("workflow %r is not valid; skipped: %s", found, exc)
 
 
 def load_file(path: Path) -> WorkflowSpec:
@@ -59,18 +80,38 @@ def load_file(path: Path) -> WorkflowSpec:
     return register(parse_spec(data, source=str(path)))
 
 
-def load_path(path: str | Path) -> list[WorkflowSpec]:
-    """Register every ``*.yaml``/``*.yml`` under ``path`` (a directory or a single file)."""
+def workflow_files(path: str | Path) -> list[Path]:
+    """The YAML files ``path`` names: itself, or the ``*.yaml``/``*.yml`` in it."""
     root = Path(path)
-    if root.is_file():
-        return [load_file(root)]
-    if not root.is_dir():
-        return []
-    files = sorted([*root.glob("*.yaml"), *root.glob("*.yml")])
-    specs = [load_file(f) for f in files]
+    if root.is_dir():
+        return sorted([*root.glob("*.yaml"), *root.glob("*.yml")])
+    return [root] if root.is_file() else []
+
+
+def load_path(path: str | Path) -> list[WorkflowSpec]:
+    """Register every workflow file under ``path`` (a directory or a single file); a file that
+    is not valid is logged, kept in :func:`problems` and skipped."""
+    specs = []
+    for file in workflow_files(path):
+        try:
+            specs.append(load_file(file))
+        except ValidationError as exc:
+            problem = LoadProblem(str(file), exc.workflow, exc.step, str(exc))
+            log.warning("%s", problem)
+            with _lock:
+                _problems[problem.file] = problem
+        else:
+            with _lock:
+                _problems.pop(str(file), None)
     with _lock:
-        _loaded_paths.add(str(root.resolve()))
+        _loaded_paths.add(str(Path(path).resolve()))
     return specs
+
+
+def problems() -> list[LoadProblem]:
+    """The workflow files this process skipped, and why."""
+    with _lock:
+        return list(_problems.values())
 
 
 def ensure_loaded(path: str | Path) -> None:

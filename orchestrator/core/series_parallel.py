@@ -42,10 +42,11 @@ ROOT = ""
 
 
 def decompose(
-    order: list[str], parents: dict[str, tuple[str, ...]]
+    order: list[str], parents: dict[str, tuple[str, ...]], forced: frozenset[str] = frozenset()
 ) -> list[tuple[tuple[str, ...], Expr]]:
-    """(trigger, expression) pairs covering every step; joins where the DAG is not SP."""
-    joins: set[str] = set()
+    """(trigger, expression) pairs covering every step; joins where the DAG is not SP, and the
+    steps in ``forced`` (steps that must start a segment of their own)."""
+    joins = set(forced)
     while True:
         groups = _owners(order, parents, joins)
         result: list[tuple[tuple[str, ...], Expr]] = []

@@ -15,8 +15,11 @@ from functools import cached_property
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ValidationError as PydanticError
 
 from orchestrator.core.cron import Cron
+from orchestrator.core.explain import did_you_mean, pydantic_problem
+from orchestrator.core.shape_checks import check_run_time_shapes
 from orchestrator.errors import (
     CycleError,
     DuplicateStepError,
@@ -30,9 +33,11 @@ from orchestrator.errors import (
 
 
 class TaskCatalog(Protocol):
-    """Where the registered tasks are looked up: the signature of a task's function, or None."""
+    """Where the registered tasks are looked up: the signature of a task's function, or None;
+    and the names of every registered task (for "did you mean")."""
 
     def signature_of(self, name: str) -> inspect.Signature | None: ...
+    def task_names(self) -> list[str]: ...
 
 
 class RetrySpec(BaseModel):
@@ -58,6 +63,10 @@ class RetrySpec(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
+CHILD_TASK = "orchestrator.child_workflow"
+"""The framework's task that starts (and ends) a step's child workflow run."""
+
+
 class StepSpec(BaseModel):
     """One step: a task, the steps it runs after, and per-step options."""
 
@@ -65,6 +74,7 @@ class StepSpec(BaseModel):
 
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     task: str = Field(min_length=1)
+    """The task's registered name; a child workflow's step runs :data:`CHILD_TASK`."""
     after: tuple[str, ...] = ()
     kwargs: dict[str, Any] = Field(default_factory=dict)
     queue: str | None = None
@@ -73,6 +83,21 @@ class StepSpec(BaseModel):
     soft_timeout: float | None = Field(None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
     """Any other Celery task option (priority, routing_key, ...)."""
+    when: str | None = None
+    """A CEL condition over ``inputs`` and the dependencies' results: false skips the step."""
+    trigger: Literal["all_succeeded", "none_failed"] = "all_succeeded"
+    """When dependencies were skipped: skip (``all_succeeded``), or run if one succeeded."""
+    for_each: str | None = None
+    """A dependency whose list result the step maps over: one call per item."""
+    max_items: int | None = Field(None, ge=0)
+    """Most items a ``for_each`` may map over (default ``ORCHESTRATOR_MAX_ITEMS``)."""
+    workflow: str | None = None
+    """A registered workflow the step runs as a child run (per item with ``for_each``)."""
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the step decides at run time if it runs (``when`` or a ``trigger``)."""
+        return self.when is not None or self.trigger != "all_succeeded"
 
     @field_validator("after", mode="before")
     @classmethod
@@ -80,6 +105,15 @@ class StepSpec(BaseModel):
         if value is None:
             return ()
         return (value,) if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _for_each_implies_after(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("for_each") and not data.get("after"):
+            data = {**data, "after": (data["for_each"],)}
+        if isinstance(data, dict) and data.get("workflow") and not data.get("task"):
+            data = {**data, "task": CHILD_TASK}
+        return data
 
 
 class ScheduleSpec(BaseModel):
@@ -102,6 +136,8 @@ class WorkflowSpec(BaseModel):
     description: str = ""
     schedule: ScheduleSpec | None = None
     deadline: float | None = Field(None, gt=0)
+    on_failure: str | None = None
+    """A task called once when a run fails, with ``{run_id, workflow, step, error}``."""
     steps: tuple[StepSpec, ...] = ()
 
     @model_validator(mode="before")
@@ -156,6 +192,7 @@ def check_structure(spec: WorkflowSpec) -> None:
                 spec.name, "is defined twice; give each step its own id", step.id
             )
         seen.add(step.id)
+    check_run_time_shapes(spec)
     for step in spec.steps:
         for dep in step.after:
             if dep not in seen:
@@ -223,22 +260,32 @@ def check_cron(workflow: str, expr: str) -> None:
 RESERVED_TASK_PREFIXES = {"celery.": "Celery", "orchestrator.": "orchestrator"}
 """Task names of Celery's own tasks (``celery.chord_unlock``, ...) and of the framework's
 (``orchestrator.run_deadline``, beat's fire task, ...): registered, but never a step."""
+RESERVED = tuple(RESERVED_TASK_PREFIXES)
 
 
 def check_tasks(spec: WorkflowSpec, catalog: TaskCatalog) -> None:
     """Every task is registered, and each function can take what its step will receive."""
     for step in spec.steps:
+        if step.workflow is not None:
+            continue  # checked by check_children
         _check_not_reserved(spec, step)
         sig = catalog.signature_of(step.task)
         if sig is None:
+            mine = [n for n in catalog.task_names() if not n.startswith(RESERVED)]
             raise UnknownTaskError(
                 spec.name,
-                f"task {step.task!r} is not registered; decorate it with @task and list its module "
-                "in ORCHESTRATOR_TASK_MODULES",
+                f"task {step.task!r} is not registered{did_you_mean(step.task, mine)}; decorate "
+                "it with @task and list its module in ORCHESTRATOR_TASK_MODULES",
                 step.id,
             )
         if step.after:
             _check_bind(spec, step, sig, (object(),), step.kwargs, "its parents' result and kwargs")
+    if spec.on_failure is not None and catalog.signature_of(spec.on_failure) is None:
+        raise UnknownTaskError(
+            spec.name,
+            f"on_failure task {spec.on_failure!r} is not registered; decorate it with @task and "
+            "list its module in ORCHESTRATOR_TASK_MODULES",
+        )
 
 
 def _check_not_reserved(spec: WorkflowSpec, step: StepSpec) -> None:
@@ -294,12 +341,24 @@ def _check_bind(
         ) from exc
 
 
+KEYS = {
+    "workflow": tuple(WorkflowSpec.model_fields),
+    "step": tuple(StepSpec.model_fields),
+    "retry": tuple(RetrySpec.model_fields),
+    "schedule": tuple(ScheduleSpec.model_fields),
+}
+
+
 def parse_spec(data: Any, source: str = "<python>") -> WorkflowSpec:
-    """Build a spec from plain data (a parsed YAML document), naming ``source`` on errors."""
+    """Build a spec from plain data (a parsed YAML document), naming ``source`` on errors:
+    the step, what is wrong, and for an unknown key the closest known one."""
     if not isinstance(data, dict):
         raise ValidationError(source, "a workflow document must be a mapping with name and steps")
     try:
         return WorkflowSpec.model_validate(data)
-    except ValueError as exc:  # pydantic's own error type derives from ValueError
+    except PydanticError as exc:
         name = str(data.get("name") or source)
-        raise ValidationError(name, f"invalid workflow definition in {source}: {exc}") from exc
+        errors = exc.errors(include_url=False)
+        step, problem = pydantic_problem(errors[0], data, KEYS)
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ValidationError(name, f"{problem}{more}; in {source}", step) from exc

@@ -17,6 +17,9 @@ from orchestrator.dev.embedded import EmbeddedServers, start_embedded
 from orchestrator.errors import ServiceUnavailable
 from orchestrator.settings import Settings, redact
 
+# where embedded servers listen the first time when free: the ports of the default URLs
+# (``Settings``), so a shell with no ORCHESTRATOR_* URLs reaches them too; then kept
+DEFAULT_PORTS = (6379, 5432)
 URL_VARS = (
     "ORCHESTRATOR_BROKER_URL",
     "ORCHESTRATOR_RESULT_BACKEND",
@@ -75,7 +78,7 @@ def open_backends(
         say("using the servers named by the ORCHESTRATOR_* variables")
         return Backends(given, {})
     say(f"starting embedded Redis and PostgreSQL (data in {shown(data_dir)})")
-    servers = start_embedded(data_dir)
+    servers = start_embedded(data_dir, ports=DEFAULT_PORTS)
     chosen = {name: url for name, url in servers.env().items() if name not in given}
     return Backends({**servers.env(), **given}, chosen, servers)
 

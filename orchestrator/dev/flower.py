@@ -1,7 +1,9 @@
 """Flower in the development stack: where it listens, its login, and its configuration file.
 
-The port is 5555 when free. The login is ``ORCHESTRATOR_FLOWER_BASIC_AUTH`` when set, otherwise
-a generated password kept in a file only its owner reads, so it stays the same between runs.
+The port is 5555 when free the first time, then the same as the last time (noted in the data
+directory's ``flower-port``) while it is free. The login is ``ORCHESTRATOR_FLOWER_BASIC_AUTH``
+when set, otherwise a generated password kept in a file only its owner reads, so it stays the
+same between runs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from orchestrator.dev.supervision import SupervisionError, free_port
+from orchestrator.dev.supervision import SupervisionError, kept_port
 
 FLOWER_PORT = 5555
 FLOWER_USER = "admin"
@@ -34,8 +36,11 @@ class FlowerAccess:
 
 
 def flower_access(data_dir: Path, environ: Mapping[str, str] = os.environ) -> FlowerAccess:
-    """Where Flower listens (5555 if free) and its credentials: configured or generated."""
-    url = environ.get("ORCHESTRATOR_FLOWER_URL") or f"http://127.0.0.1:{free_port(FLOWER_PORT)}"
+    """Where Flower listens (as the last time, or 5555 if free) and its credentials:
+    configured or generated."""
+    url = environ.get("ORCHESTRATOR_FLOWER_URL")
+    if not url:
+        url = f"http://127.0.0.1:{kept_port(data_dir / 'flower-port', FLOWER_PORT)}"
     given = environ.get("ORCHESTRATOR_FLOWER_BASIC_AUTH")
     if given:
         return FlowerAccess(url, given, generated=False)

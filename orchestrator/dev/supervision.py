@@ -193,12 +193,25 @@ def uninterrupted() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def free_port(preferred: int) -> int:
-    """``preferred`` if nothing listens on it at 127.0.0.1, else a free port."""
-    for port in (preferred, 0):
+def free_port(*preferred: int) -> int:
+    """The first of ``preferred`` that nothing listens on at 127.0.0.1, else a free port."""
+    for port in (*preferred, 0):
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             with contextlib.suppress(OSError):
                 sock.bind(("127.0.0.1", port))
                 return int(sock.getsockname()[1])
     raise SupervisionError("no free TCP port on 127.0.0.1")
+
+
+def kept_port(path: Path, preferred: int = 0) -> int:
+    """The port noted in ``path`` when it is free (so a restart keeps its address), else
+    ``preferred`` when free, else any free port; the choice is noted in ``path``."""
+    noted = 0
+    with contextlib.suppress(OSError, ValueError):
+        noted = int(path.read_text().strip())
+    port = free_port(*(p for p in (noted, preferred) if p))
+    if port != noted:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{port}\n")
+    return port

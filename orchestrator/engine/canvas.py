@@ -26,6 +26,22 @@ def task_id(run_id: str, step_id: str) -> str:
     return str(uuid.uuid5(uuid.UUID(run_id), step_id))
 
 
+def item_id(step_id: str, index: int) -> str:
+    """The id of one item of a ``for_each`` step (recorded as a step of its own)."""
+    return f"{step_id}[{index}]"
+
+
+def item_input(step_id: str, index: int) -> str:
+    """Where the item a ``for_each`` call maps is kept beside the run's results."""
+    return f"{item_id(step_id, index)}.in"
+
+
+def record_id(ctx: dict[str, Any]) -> str:
+    """The id a message's step is recorded under: the step, or one item of it."""
+    step_id = str(ctx["step_id"])
+    return step_id if ctx.get("item") is None else item_id(step_id, int(ctx["item"]))
+
+
 def step_options(step: StepSpec) -> dict[str, Any]:
     """Celery options of a step: its queue, time limits and any other option it names."""
     options: dict[str, Any] = dict(step.options)
@@ -92,6 +108,29 @@ class CanvasBuilder:
             kwargs=kwargs,
             immutable=mode != "chained",
             task_id=task_id(self.run_id, step_id),
+            **step_options(step),
+        )
+
+    def item(self, step_id: str, index: int, count: int) -> Signature:
+        """One call of a ``for_each`` step: it carries its index, never the item."""
+        return self._mapped(step_id, item_id(step_id, index), {"item": index, "count": count})
+
+    def more_items(self, step_id: str, start: int, count: int) -> Signature:
+        """The message that publishes the next batch of a ``for_each`` step's items."""
+        name = f"{step_id}[{start}:]"
+        return self._mapped(step_id, name, {"publish_from": start, "count": count})
+
+    def _mapped(self, step_id: str, name: str, extra: dict[str, Any]) -> Signature:
+        step = self._steps[step_id]
+        ctx = {**self.context(step_id), **extra}
+        ctx.pop("attempt", None)
+        kwargs = {CTX_KEY: ctx, **{k: v for k, v in step.kwargs.items() if k != CTX_KEY}}
+        return self.app.signature(
+            step.task,
+            args=(),
+            kwargs=kwargs,
+            immutable=True,
+            task_id=task_id(self.run_id, name),
             **step_options(step),
         )
 

@@ -1,7 +1,8 @@
-"""How a step's delivery ends: it succeeded (its result counts toward the joins it triggers, a
-join's segment is published once all its parents are done, and the run ends when its last sink
-succeeds), it had already succeeded (a redelivery finishes what the first delivery may not
-have), its run was cancelled or failed (it stands down), or it failed for good (a dead letter).
+"""How a step's delivery ends: it succeeded or was skipped (its result counts toward the joins
+it triggers, a join's segment is published once all its parents are done, and the run ends when
+its last sink succeeds), it had already succeeded (a redelivery finishes what the first delivery
+may not have), its run was cancelled or failed (it stands down), or it failed for good (a dead
+letter), also when it was delivered too many times.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from celery.exceptions import Ignore
 
 from orchestrator.codec import Encoded, encode
 from orchestrator.engine.canvas import CanvasBuilder
-from orchestrator.engine.failure import now
+from orchestrator.engine.conditions import SKIPPED, is_skipped
+from orchestrator.engine.failure import fail_run, now
 from orchestrator.records import DeadLetterEvent, RunFinal, SkipSteps
 from orchestrator.status import RunStatus, StepStatus
 
@@ -20,17 +22,25 @@ if TYPE_CHECKING:
     from orchestrator.engine.step import Step
 
 
-def succeeded(step: Step, result: Any, encoded: str, recheck: bool = False) -> None:
+def succeeded(
+    step: Step,
+    result: Any,
+    encoded: str,
+    recheck: bool = False,
+    record: bool = True,
+    step_id: str | None = None,
+) -> None:
     """Record the result, count it toward joins and sinks, publish and finish what completes.
 
     ``recheck``: a redelivery, which publishes and finishes also what its first delivery
-    counted but may have died before publishing."""
+    counted but may have died before publishing. ``record``: False when the step's end is
+    already recorded (a skipped step). ``step_id``: the mapped step whose last item this is."""
     rt, info = step.rt, step.info
-    if not recheck:
-        step.record(StepStatus.SUCCEEDED, result=Encoded(encoded))
+    if not recheck and record:
+        step.record(StepStatus.SUCCEEDED, step_id, 1 if step_id else 0, result=Encoded(encoded))
     joins = [f"{step.epoch}:{index}" for index in info.triggers]
     counts, sinks_done = rt.state.finish_step(
-        step.run_id, step.step_id, encoded, joins, info.sink, step.attempt, step.owner
+        step.run_id, step_id or step.step_id, encoded, joins, info.sink, step.attempt, step.owner
     )
     for index, (added, size) in zip(info.triggers, counts, strict=True):
         segment = step.plan.segments[index]
@@ -41,13 +51,30 @@ def succeeded(step: Step, result: Any, encoded: str, recheck: bool = False) -> N
         finish_run(step)
 
 
+def skip(step: Step, reason: str) -> None:
+    """The step does not run (its ``when``, a skipped dependency): record it skipped and count
+    it toward its joins and the run's end like a step that succeeded."""
+    step.rt.leases.drop(step.lease_key)
+    _record_skip(step, reason)
+    succeeded(step, SKIPPED, encode(SKIPPED), record=False)
+
+
+def _record_skip(step: Step, reason: str) -> None:
+    step.rt.writer.submit(
+        SkipSteps(step.run_id, (step.step_id,), StepStatus.SKIPPED, now(), reason)
+    )
+
+
 def already_done(step: Step, result: Any) -> Any:
     """A redelivered step that had succeeded: finish what its first delivery may not have.
 
     Its process may have died after the result reached Redis but before its history was
     written, or (when Celery has no result for it) before the canvas moved on.
     """
-    step.record(StepStatus.SUCCEEDED, result=result)
+    if is_skipped(result):
+        _record_skip(step, "skipped")
+    else:
+        step.record(StepStatus.SUCCEEDED, result=result)
     if step.task.AsyncResult(step.task.request.id).state != "SUCCESS":
         succeeded(step, result, encode(result), recheck=True)
         return result
@@ -63,7 +90,7 @@ def already_done(step: Step, result: Any) -> Any:
 def finish_run(step: Step) -> None:
     """The run's last sink succeeded: the run ends with the sinks' output."""
     sinks = step.spec.sinks
-    values = step.rt.state.results(step.run_id, sinks)
+    values = [None if is_skipped(v) else v for v in step.rt.state.results(step.run_id, sinks)]
     output = values[0] if len(sinks) == 1 else dict(zip(sinks, values, strict=True))
     step.rt.writer.submit(RunFinal(step.run_id, RunStatus.SUCCEEDED, now(), output=output))
 
@@ -79,6 +106,22 @@ def stand_down(step: Step, flag: str) -> None:
     status = StepStatus.CANCELLED if flag == RunStatus.CANCELLED else StepStatus.SKIPPED
     steps = (step.step_id, *step.plan.descendants(step.step_id))
     step.rt.writer.submit(SkipSteps(step.run_id, steps, status, now(), f"run {flag}"))
+    raise Ignore()
+
+
+def undeliverable(
+    step: Step, deliveries: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """The attempt was delivered again and again (its process keeps dying): give up on it."""
+    error = (
+        f"attempt {step.attempt} was delivered {deliveries} times without finishing "
+        f"(its worker process died each time; limit ORCHESTRATOR_MAX_DELIVERIES="
+        f"{step.rt.settings.max_deliveries})"
+    )
+    step.rt.state.release(step.run_id, step.step_id, step.attempt, step.owner)
+    step.record(StepStatus.FAILED, error=error)
+    dead_letter(step, "too_many_deliveries", args, kwargs, error, None)
+    fail_run(step.rt, step.run_id, step.step_id, error)
     raise Ignore()
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 from orchestrator.core.spec import WorkflowSpec
+from orchestrator.engine.hooks import on_run_ended
 from orchestrator.engine.services import Services
 from orchestrator.engine.submit import Submission, submit
 from orchestrator.errors import InvalidTransition, RunNotFound, ServiceUnavailable, WorkflowFailed
@@ -90,8 +92,15 @@ class RunHandle:
         if pending:
             self._rt.app.control.revoke(pending)
         self._rt.state.notify_done(self.id, RunStatus.CANCELLED)
+        on_run_ended(self._rt, self.id, RunStatus.CANCELLED)
         self._rt.state.end(self.id, RunStatus.CANCELLED)
+        for child in self.children():
+            child.cancel(f"parent run {self.id} cancelled")
         return True
+
+    def children(self) -> list[RunHandle]:
+        """The runs of child workflows that this run's steps started, oldest first."""
+        return [RunHandle(r.id, self._rt) for r in self._rt.history.children(self.id)]
 
     def pause(self) -> bool:
         """Steps not yet started wait (running ones finish); False if the run had ended."""
@@ -104,6 +113,9 @@ class RunHandle:
         ):
             self._refuse("paused", (RunStatus.PENDING, RunStatus.RUNNING))
         self._rt.history.add_event(self.id, "paused")
+        for child in self.children():
+            with contextlib.suppress(InvalidTransition):
+                child.pause()
         return True
 
     def resume(self) -> bool:
@@ -119,6 +131,9 @@ class RunHandle:
         for message in parked:
             self._rt.app.signature(message).apply_async()
         self._rt.history.add_event(self.id, "resumed", f"{len(parked)} waiting steps published")
+        for child in self.children():
+            with contextlib.suppress(InvalidTransition):
+                child.resume()
         return True
 
     def _refuse(self, action: str, allowed: tuple[RunStatus, ...]) -> None:

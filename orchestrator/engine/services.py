@@ -23,6 +23,7 @@ from celery import Celery
 from orchestrator.core import registry
 from orchestrator.core.planner import Plan, build_plan
 from orchestrator.core.spec import WorkflowSpec
+from orchestrator.engine.hooks import on_run_ended
 from orchestrator.engine.leases import LeaseKeeper
 from orchestrator.errors import OrchestratorError
 from orchestrator.ports import BreakerStore, DelayStore, HistorySink, RunHistory, RunStateStore
@@ -134,6 +135,7 @@ class Services:
     def _announce(self, finalized: list[Ended]) -> None:
         for run_id, status in finalized:
             self.state.notify_done(run_id, status)
+            on_run_ended(self, run_id, status)
             self.state.end(run_id, status)
 
     def after_fork(self, **_: Any) -> None:
@@ -164,6 +166,12 @@ class Services:
         """Import the task modules and the YAML workflows once per process."""
         if self._modules_loaded:
             return
+        self.import_tasks()
+        registry.ensure_loaded(self.settings.workflows_path)
+        self._modules_loaded = True
+
+    def import_tasks(self) -> None:
+        """Import the task modules (``ORCHESTRATOR_TASK_MODULES``): their tasks register."""
         for name in self.settings.task_modules:
             try:
                 importlib.import_module(name)
@@ -171,8 +179,6 @@ class Services:
                 if exc.name != name or self.settings.task_modules != ["tasks"]:
                     raise
                 log.debug("default task module %r not found", name)
-        registry.ensure_loaded(self.settings.workflows_path)
-        self._modules_loaded = True
 
     def remember(self, key: PlanKey, spec: WorkflowSpec, plan: Plan) -> None:
         with self._lock:
@@ -222,6 +228,9 @@ class CeleryCatalog:
 
     def __init__(self, app: Celery) -> None:
         self.app = app
+
+    def task_names(self) -> list[str]:
+        return sorted(self.app.tasks.keys())
 
     def signature_of(self, name: str) -> inspect.Signature | None:
         found = self.app.tasks.get(name)

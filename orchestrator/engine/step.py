@@ -4,7 +4,10 @@ It checks the run's control flag (a cancelled or failed run starts nothing new),
 step's attempt with a lease, builds the step's arguments (run inputs, the chained result, or its
 parents' results), asks the breaker, records the attempt and calls the function. How the
 delivery then ends (its result counted toward joins and the run's end, standing down, a dead
-letter) is :mod:`orchestrator.engine.finish`'s. A failure is retried per the step's policy
+letter) is :mod:`orchestrator.engine.finish`'s; a step that ends without its function being
+called (skipped, a ``for_each`` fanning out, a child workflow's start and end) is
+:mod:`orchestrator.engine.apart`'s, and an item of a ``for_each`` is a step of its own here
+(``parse[3]``, fetched by index). A failure is retried per the step's policy
 (``orchestrator.engine.failure``), or fails the step and its run for good with a dead letter.
 One Redis round trip before the call and one after; history goes to the batched writer.
 """
@@ -16,7 +19,7 @@ import logging
 import os
 import traceback as tb
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from celery.exceptions import Ignore
 
@@ -26,6 +29,10 @@ from orchestrator.core.backoff import RetryPolicy
 from orchestrator.core.breaker import BreakerConfig
 from orchestrator.core.planner import Plan, StepPlan
 from orchestrator.core.spec import StepSpec, WorkflowSpec
+from orchestrator.engine.apart import ended_apart
+from orchestrator.engine.canvas import item_input, record_id
+from orchestrator.engine.children import waiting_owner
+from orchestrator.engine.conditions import SKIPPED, is_skipped
 from orchestrator.engine.failure import (
     REASONS,
     BadArguments,
@@ -36,7 +43,14 @@ from orchestrator.engine.failure import (
     now,
     schedule_retry,
 )
-from orchestrator.engine.finish import already_done, dead_letter, stand_down, succeeded
+from orchestrator.engine.fanout import item_done, item_succeeded, publish_more
+from orchestrator.engine.finish import (
+    already_done,
+    dead_letter,
+    stand_down,
+    succeeded,
+    undeliverable,
+)
 from orchestrator.engine.leases import holder_is_dead
 from orchestrator.engine.services import PlanKey, Services, services_of
 from orchestrator.ports import BreakerStore
@@ -85,7 +99,10 @@ class Step:
         self.ctx = ctx
         self.rt: Services = services_of(task.app)
         self.run_id: str = ctx["run_id"]
-        self.step_id: str = ctx["step_id"]
+        self.spec_id: str = ctx["step_id"]
+        self.item: int | None = ctx.get("item")
+        self.count = int(ctx.get("count", 0))  # a for_each step's number of items
+        self.step_id: str = record_id(ctx)
         self.resumed = bool(ctx.get("resumed"))
         self.epoch = int(ctx.get("epoch", 0))
         key = PlanKey(
@@ -94,14 +111,19 @@ class Step:
         self.spec: WorkflowSpec
         self.plan: Plan
         self.spec, self.plan = self.rt.plan(key)
-        self.info: StepPlan = self.plan.steps[self.step_id]
+        self.info: StepPlan = self.plan.steps[self.spec_id]
+        self.spec_step = self.spec.step(self.spec_id)
         self.attempt = int(ctx.get("attempt", 1))
-        self.policy = effective_policy(task, self.spec.step(self.step_id))
+        self.policy = effective_policy(task, self.spec_step)
         self.owner = f"{task.request.hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def execute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        parents = list(self.info.parents) if self.info.mode == "fetch" else []
+        if "publish_from" in self.ctx:
+            return publish_more(self)
+        parents = self._parents()
         claim = self._claim(parents)
+        if claim.outcome == "done" and self.item is not None:
+            return item_done(self, claim.result)
         if claim.outcome == "done":
             return already_done(self, claim.result)
         if claim.outcome == "missing":
@@ -109,10 +131,10 @@ class Step:
         if claim.outcome != "go":
             raise Ignore()  # another live delivery is executing this step
         if claim.deliveries > self.rt.settings.max_deliveries:
-            self._undeliverable(claim.deliveries, args, kwargs)
-        if self.info.mode == "fetch":
-            values = claim.parents
-            args = (values[0] if len(values) == 1 else dict(zip(parents, values, strict=True)),)
+            undeliverable(self, claim.deliveries, args, kwargs)
+        if self._ended_unrun(dict(zip(parents, claim.parents, strict=True)), args, kwargs):
+            return None
+        args = self.arguments(args, parents, claim.parents)
         trial = self._ask_breaker()
         self.record(
             StepStatus.RUNNING, starts_run=not self.plan.segments[self.info.segment].trigger
@@ -125,6 +147,8 @@ class Step:
                 self.spec.name,
                 self.task.request.id or "",
                 lambda: self.rt.state.inputs(self.run_id),
+                item=args[0] if self.item is not None else None,
+                item_index=self.item,
             )
         )
         try:
@@ -136,8 +160,40 @@ class Step:
         finally:
             reset_current(token)
             self.rt.leases.drop(self.lease_key)
-        succeeded(self, result, encoded)
+        if self.item is not None:
+            item_succeeded(self, encoded)
+        else:
+            succeeded(self, result, encoded)
         return result
+
+    def _ended_unrun(
+        self, values: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> bool:
+        """Whether the step ended without its function being called: skipped (its ``when``, a
+        skipped dependency), a ``for_each`` step that fanned out its items, or a step that
+        started (or, its child run ended, ends) its child workflow's run."""
+        try:
+            return ended_apart(self, values)
+        except NotRetryable as exc:  # a `when` that cannot be evaluated, not a list to map
+            self.rt.leases.drop(self.lease_key)
+            self._fail_unstarted(exc, args, kwargs)
+
+    def _parents(self) -> list[str]:
+        """The result fields the claim reads: the parents' results, or an item's input."""
+        if self.item is not None:
+            return [item_input(self.spec_id, self.item)]
+        return list(self.info.parents) if self.info.mode == "fetch" else []
+
+    def arguments(
+        self, args: tuple[Any, ...], parents: list[str], values: tuple[Any, ...]
+    ) -> tuple[Any, ...]:
+        """The call's positional arguments: the item, the parents' results, or as delivered."""
+        if self.item is not None:
+            return (values[0],)
+        if self.info.mode != "fetch":
+            return args
+        shown = [None if is_skipped(v) else v for v in values]
+        return (shown[0] if len(shown) == 1 else dict(zip(parents, shown, strict=True)),)
 
     @property
     def lease_key(self) -> Lease:
@@ -146,7 +202,8 @@ class Step:
     def _claim(self, parents: list[str]) -> Claim:
         """Claim the step; a paused run parks it, a cancelled or failed run stands it down."""
         lease_ms = int(self.rt.settings.lease_seconds * 1000)
-        steal, restored = "", False
+        # a step waiting for its child run is held in the child's name until the child's end
+        steal, restored = waiting_owner(self.ctx["child"]) if "child" in self.ctx else "", False
         while True:
             claim = self.rt.state.claim(
                 self.run_id, self.step_id, self.attempt, self.owner, lease_ms, parents, steal
@@ -178,6 +235,7 @@ class Step:
         """Put the results history has back into Redis (lost with Redis's data)."""
         steps = self.rt.history.get_steps(self.run_id)
         done = {s.step_id: s.result for s in steps if s.status == StepStatus.SUCCEEDED}
+        done.update({s.step_id: SKIPPED for s in steps if s.status == StepStatus.SKIPPED})
         if done:
             self.rt.state.restore_results(self.run_id, done)
 
@@ -200,24 +258,9 @@ class Step:
 
     def _fail_unstarted(
         self, exc: NotRetryable, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
+    ) -> NoReturn:
         self.on_error(exc, args, kwargs)
         raise exc
-
-    def _undeliverable(
-        self, deliveries: int, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
-        """The attempt was delivered again and again (its process keeps dying): give up on it."""
-        error = (
-            f"attempt {self.attempt} was delivered {deliveries} times without finishing "
-            f"(its worker process died each time; limit ORCHESTRATOR_MAX_DELIVERIES="
-            f"{self.rt.settings.max_deliveries})"
-        )
-        self.rt.state.release(self.run_id, self.step_id, self.attempt, self.owner)
-        self.record(StepStatus.FAILED, error=error)
-        dead_letter(self, "too_many_deliveries", args, kwargs, error, None)
-        fail_run(self.rt, self.run_id, self.step_id, error)
-        raise Ignore()
 
     def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any], trial: bool | None) -> Any:
         try:
@@ -244,13 +287,15 @@ class Step:
             raise self.task.retry(countdown=wait, max_retries=None)
         return decision == "trial"
 
-    def record(self, status: StepStatus, **extra: Any) -> None:
-        """Hand an event of this attempt to the history writer."""
+    def record(
+        self, status: StepStatus, step_id: str | None = None, attempt: int = 0, **extra: Any
+    ) -> None:
+        """Hand an event of this attempt (or of ``step_id``'s ``attempt``) to the writer."""
         self.rt.writer.submit(
             StepEvent(
                 self.run_id,
-                self.step_id,
-                self.attempt,
+                step_id or self.step_id,
+                attempt or self.attempt,
                 status,
                 now(),
                 worker=self.task.request.hostname,
@@ -275,6 +320,8 @@ class Step:
             schedule_retry(self.rt, self.task, self.task.request, self.ctx, delay, exc)
         log.error("attempt %d failed for good: %s", self.attempt, error)
         self.record(StepStatus.FAILED, error=error, traceback=trace)
+        if self.item is not None:  # an item that fails for good fails its mapped step
+            self.record(StepStatus.FAILED, self.spec_id, 1, error=f"{self.step_id}: {error}")
         reason = "exhausted" if retryable else REASONS.get(type(exc), "not_retryable")
         dead_letter(self, reason, args, kwargs, error, trace)
         fail_run(self.rt, self.run_id, self.step_id, error)

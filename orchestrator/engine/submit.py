@@ -13,10 +13,12 @@ from typing import Any
 
 from orchestrator.core import registry
 from orchestrator.core.planner import Plan, build_plan
+from orchestrator.core.shape_checks import check_children
 from orchestrator.core.spec import WorkflowSpec, check_inputs, check_tasks
 from orchestrator.engine.canvas import CanvasBuilder, task_id
+from orchestrator.engine.hooks import PARENT
 from orchestrator.engine.services import PlanKey, Services
-from orchestrator.errors import ServiceUnavailable
+from orchestrator.errors import ServiceUnavailable, WorkflowNotFound
 from orchestrator.records import NewRun, NewStep
 from orchestrator.settings import redact
 from orchestrator.status import StepStatus, Trigger
@@ -35,6 +37,8 @@ class Submission:
     tenant_id: str | None = None
     parent_run_id: str | None = None
     done: dict[str, Any] | None = None  # step id -> result, for a retried run
+    parent_step_id: str | None = None  # the step of parent_run_id that runs this child run
+    parent: dict[str, Any] | None = None  # that step's message context, to end it
 
 
 def resolve(rt: Services, workflow: WorkflowSpec | str | Any) -> WorkflowSpec:
@@ -53,6 +57,7 @@ def submit(rt: Services, spec: WorkflowSpec, sub: Submission) -> str:
     (of the run started before with the same idempotency key, if any)."""
     rt.load_modules()
     check_tasks(spec, rt.catalog)
+    check_children(spec, lambda name: _registered(rt, name))
     check_inputs(spec, sub.inputs, rt.catalog)
     done = sub.done or {}
     plan = build_plan(spec, frozenset(done))
@@ -80,20 +85,33 @@ def submit(rt: Services, spec: WorkflowSpec, sub: Submission) -> str:
         tenant_id=sub.tenant_id,
         parent_run_id=sub.parent_run_id,
         done_steps=list(done),
+        parent_step_id=sub.parent_step_id,
     )
     rt.state.ping()
     final_id, created = rt.history.create_run(record, steps)
     if not created:
         return final_id
     rt.remember(PlanKey(spec.version, run_id if done else None), spec, plan)
-    rt.state.init_run(run_id, sub.inputs, done, [s for s in spec.sinks if s in done])
-    if sub.parent_run_id:
+    kept = {**done, PARENT: sub.parent} if sub.parent else done
+    rt.state.init_run(run_id, sub.inputs, kept, [s for s in spec.sinks if s in done])
+    if sub.parent_step_id:
+        rt.history.add_event(
+            str(sub.parent_run_id), "child", f"run {run_id} of {spec.name} for {sub.parent_step_id}"
+        )
+    elif sub.parent_run_id:
         rt.history.add_event(sub.parent_run_id, "retried", f"as run {run_id}")
     builder = CanvasBuilder(rt.app, spec, plan, run_id, sub.inputs, resumed=bool(done))
     publish_start(rt, builder, plan)
     if spec.deadline:
         schedule_deadline(rt, run_id, spec.deadline)
     return run_id
+
+
+def _registered(rt: Services, name: str) -> WorkflowSpec | None:
+    try:
+        return resolve(rt, name)
+    except WorkflowNotFound:
+        return None
 
 
 def schedule_deadline(rt: Services, run_id: str, seconds: float) -> None:

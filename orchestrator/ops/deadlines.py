@@ -8,6 +8,7 @@ from typing import Any
 
 from celery import shared_task
 
+from orchestrator.engine.hooks import on_run_ended
 from orchestrator.engine.services import services_of
 from orchestrator.engine.submit import DEADLINE_TASK
 from orchestrator.status import RunStatus
@@ -30,5 +31,6 @@ def run_deadline(self: Any, run_id: str, seconds: float) -> bool:
             "run %s of %s failed: deadline of %gs exceeded", run_id, record.workflow, seconds
         )
         rt.state.notify_done(run_id, RunStatus.FAILED)
+        on_run_ended(rt, run_id, RunStatus.FAILED)
         rt.state.end(run_id, RunStatus.FAILED)
     return changed

@@ -41,6 +41,7 @@ from kombu.exceptions import ChannelError
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.core.spec import WorkflowSpec
+from orchestrator.engine.hooks import on_run_ended
 from orchestrator.engine.services import Services
 from orchestrator.errors import ServiceUnavailable
 from orchestrator.ops.recovery import recover_run
@@ -107,6 +108,7 @@ class Reconciler:
         if not self.rt.history.finish_settled(run_id, status, output, error):
             return False
         self.rt.state.notify_done(run_id, status)
+        on_run_ended(self.rt, run_id, status)
         self.rt.state.end(run_id, status)
         return True
 

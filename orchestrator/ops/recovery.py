@@ -16,6 +16,8 @@ from typing import Any
 from orchestrator.core.planner import build_plan
 from orchestrator.core.spec import WorkflowSpec
 from orchestrator.engine.canvas import CanvasBuilder
+from orchestrator.engine.conditions import SKIPPED
+from orchestrator.engine.hooks import on_run_ended
 from orchestrator.engine.services import PlanKey, Services
 from orchestrator.records import StepEvent, StepRecord
 from orchestrator.status import RunStatus, StepStatus
@@ -44,6 +46,7 @@ def recover_run(rt: Services, run_id: str, reason: str) -> int | None:
         return None
     spec = WorkflowSpec.model_validate(data)
     done = {s.step_id: s.result for s in steps if s.status == StepStatus.SUCCEEDED}
+    done.update({s.step_id: SKIPPED for s in steps if s.status == StepStatus.SKIPPED})
     done.update(_unrecorded(rt, run_id, steps, done))
     if len(done) == len(steps):
         return None  # every step is done: the next pass finishes the run
@@ -82,7 +85,9 @@ def end_if_ended(rt: Services, run_id: str) -> bool:
     if changed:
         log.warning("run %s ended as %s by the reconciler (its end was not recorded)", run_id, flag)
         cancelled = flag == RunStatus.CANCELLED
-        rt.state.notify_done(run_id, RunStatus.CANCELLED if cancelled else RunStatus.FAILED)
+        status = RunStatus.CANCELLED if cancelled else RunStatus.FAILED
+        rt.state.notify_done(run_id, status)
+        on_run_ended(rt, run_id, status)
     return True
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from types import TracebackType
 
 from orchestrator.app import reset_default_app
+from orchestrator.dev.backends import URL_VARS
 from orchestrator.dev.server import CELERY
 from orchestrator.dev.supervision import STOP_TIMEOUT, Service, log_says, stop_services
 from orchestrator.settings import Settings, get_settings
@@ -237,6 +238,12 @@ class Cluster:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def environ_settings(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The ``ORCHESTRATOR_*`` settings of ``environ`` but the server URLs (the cluster's own):
+    what a cluster passes on from the environment it was started in."""
+    return {k: v for k, v in environ.items() if k.startswith(PREFIX) and k not in URL_VARS}
 
 
 def _configured_servers(environ: Mapping[str, str]) -> tuple[str, str] | None:

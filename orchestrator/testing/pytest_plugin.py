@@ -32,17 +32,18 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from celery import Celery
 
 from orchestrator.app import get_app
-from orchestrator.dev.backends import URL_VARS
 from orchestrator.settings import Settings
-from orchestrator.testing.cluster import PREFIX, Cluster
+from orchestrator.testing.cluster import Cluster, environ_settings
 from orchestrator.testing.workers import Worker
 
 INI_TASK_MODULES = "orchestrator_task_modules"
+KEPT = pytest.StashKey[Path]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -67,15 +68,24 @@ def orchestrator_task_modules(pytestconfig: pytest.Config) -> list[str]:
 def orchestrator_cluster(
     request: pytest.FixtureRequest, orchestrator_task_modules: list[str]
 ) -> Iterator[Cluster]:
-    settings = {k: v for k, v in os.environ.items() if k.startswith(PREFIX) and k not in URL_VARS}
+    settings = environ_settings()
     settings["ORCHESTRATOR_TASK_MODULES"] = ",".join(orchestrator_task_modules)
     cluster = Cluster(settings, name="orchestrator-pytest").start()
     yield cluster
     failed = request.session.testsfailed > 0
     cluster.close(keep=failed)
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if failed and reporter is not None:
-        reporter.write_line(f"orchestrator cluster kept at {cluster.root} (worker logs)")
+    if failed:
+        request.config.stash[KEPT] = cluster.root
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Name the kept cluster directory (a fixture's own output would be captured)."""
+    if KEPT in config.stash:
+        terminalreporter.write_line(
+            f"orchestrator cluster kept at {config.stash[KEPT]} (worker logs)"
+        )
 
 
 @pytest.fixture(scope="session")

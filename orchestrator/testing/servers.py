@@ -35,7 +35,7 @@ START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 # how PostgreSQL's postmaster takes each signal (what ``pg_ctl stop -m MODE`` sends)
 PG_STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
-SESSION_KEY = "orchestrator:test-session"  # holds a claimed Redis db (tests/integration too)
+SESSION_KEY = "orchestrator:test-session"  # holds a claimed Redis db
 
 
 class ServerProcess:
@@ -152,7 +152,8 @@ class PostgresServer(ServerProcess):
 
 
 def claim_redis_db(base_url: str, session: str) -> str:
-    """``base_url`` with a db number no other test session holds (13 first, then 12, ...).
+    """``base_url`` with a db number no other test session holds (13 first, then 12, ...),
+    emptied of whatever a killed session left in it.
 
     The db is held by a key that expires within an hour, so a killed session frees it;
     :func:`release_redis_db` empties it.
@@ -162,6 +163,10 @@ def claim_redis_db(base_url: str, session: str) -> str:
         client = redis.Redis.from_url(url)
         try:
             if client.set(SESSION_KEY, session, nx=True, ex=3600):
+                with client.pipeline() as empty:  # MULTI: the claim holds throughout
+                    empty.flushdb()
+                    empty.set(SESSION_KEY, session, ex=3600)
+                    empty.execute()
                 return url
         finally:
             client.close()

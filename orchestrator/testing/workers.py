@@ -91,14 +91,15 @@ class Worker:
                 os.kill(self.pid, signal.SIGKILL)
         self.proc.wait(KILL_TIMEOUT * 3)
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
         """Warm shutdown (SIGTERM: running steps finish) within ``timeout``, then SIGKILL of
-        whatever is left of the group."""
+        whatever is left of the group; the main process's exit code (None: never started)."""
         self.stopped = True
         if self.service.proc is None:
-            return
+            return None
         self.service.terminate()
         self.service.finish(time.monotonic() + timeout)
+        return self.proc.returncode
 
     def output(self) -> str:
         with contextlib.suppress(OSError):

@@ -288,9 +288,9 @@ CHAOS_TASKS = {
 #
 # Each of these steps counts its execution in ``executions`` with ``seen_at`` set at the start
 # (the marker that the row will get an ``ended_at``) and ``ended_at`` when the body ends, raised
-# or returned, so two executions of one step that overlap in time can be told (conftest
-# ``overlapping_executions``). The effect is written, once per idempotency key, only by an
-# attempt that succeeds.
+# or returned, so two executions of one step that overlap in time can be told
+# (``harness.FaultCluster.overlapping_executions``). The effect is written, once per idempotency
+# key, only by an attempt that succeeds.
 
 
 @task

@@ -80,8 +80,10 @@ from orchestrator import Workflow
 from orchestrator.core.planner import build_plan
 from orchestrator.engine.handle import RunHandle
 from orchestrator.settings import Settings
+from orchestrator.testing.workers import Worker
 from tests.faults import effects
-from tests.faults.conftest import DEFAULT_ENV, TERMINAL, TUNED, Cluster, Outcome, Worker
+from tests.faults.harness import DEFAULT_ENV, TERMINAL, TUNED, FaultCluster, kill
+from tests.faults.outcome import Outcome
 
 LONG = os.environ.get("CHAOS_LONG") == "1"
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(2400 if LONG else 420)]
@@ -258,7 +260,7 @@ def schedule(rng: random.Random, prof: Profile) -> list[Event]:
 
 
 class Chaos:
-    def __init__(self, c: Cluster, prof: Profile, seed: int) -> None:
+    def __init__(self, c: FaultCluster, prof: Profile, seed: int) -> None:
         self.c = c
         self.prof = prof
         self.seed = seed
@@ -274,7 +276,7 @@ class Chaos:
         self.t0 = time.time()
 
     def live_workers(self) -> list[Worker]:
-        return [w for w in self.c.workers if w.proc.poll() is None and not w.killed]
+        return [w for w in self.c.workers if w.running and not w.stopped]
 
     def attempt(self, what: str, call: Callable[[], Any], tries: int = 3) -> Any:
         """A control call of the test; servers may be restarting: try again, then note it."""
@@ -351,18 +353,17 @@ class Chaos:
                 return
             worker = live[int(draw * len(live))]
             detail |= {"worker": worker.name, "pids": [worker.pid, *worker.pool()]}
-            worker.kill_group()
-            name, concurrency, env = worker.recipe
-            new = self.c.start_worker(name, concurrency, env, wait=False)
+            worker.kill()
+            new = self.c.replace(worker, wait=False)
             detail["replacement"] = new.name
         elif kind == "redis":
             down = self.prof.outage[0] + draw * (self.prof.outage[1] - self.prof.outage[0])
-            self.c.redis.kill()
+            kill(self.c.redis)
             time.sleep(down)
             self.c.redis.start()
             detail["down_s"] = round(down, 1)
         elif kind == "postgres":
-            self.c.postgres.restart_immediate()
+            self.c.postgres.restart("immediate")
             detail["took_s"] = round(time.time() - at, 1)
         shown = {k: v for k, v in detail.items() if k not in ("at", "t")}
         print(f"  fault at {detail['t']:6.1f}s: {shown}", flush=True)
@@ -420,7 +421,7 @@ class Findings:
         self.details[invariant].append(f"{where}: {detail}")
 
 
-def settle(c: Cluster, run_ids: list[str], seconds: float = 15.0) -> None:
+def settle(c: FaultCluster, run_ids: list[str], seconds: float = 15.0) -> None:
     """Give a terminal run's last step rows (written after its run row) a moment to land."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -448,7 +449,7 @@ class History:
     timed_out: dict[tuple[str, str], set[int]]
 
     @classmethod
-    def load(cls, c: Cluster, run_ids: list[str]) -> History:
+    def load(cls, c: FaultCluster, run_ids: list[str]) -> History:
         ids = (run_ids,)
         runs = {
             r[0]: {"status": r[1], "error": r[2], "error_step": r[3], "spec": r[4], "age": r[5]}
@@ -667,7 +668,7 @@ def coverage(h: History) -> dict[str, int]:
     return dict(cov)
 
 
-def check(c: Cluster, chaos: Chaos, run_ids: list[str]) -> tuple[Findings, dict[str, Any]]:
+def check(c: FaultCluster, chaos: Chaos, run_ids: list[str]) -> tuple[Findings, dict[str, Any]]:
     f = Findings()
     h = History.load(c, run_ids)
     check_ended(f, h, list(chaos.runs.values()))
@@ -711,7 +712,7 @@ INVARIANTS = [
 ]
 
 
-def worker_lines(c: Cluster, run: str, limit: int = 12) -> list[str]:
+def worker_lines(c: FaultCluster, run: str, limit: int = 12) -> list[str]:
     """Worker log lines naming the run (errors and warnings first)."""
     found: list[str] = []
     for worker in c.workers:
@@ -723,7 +724,7 @@ def worker_lines(c: Cluster, run: str, limit: int = 12) -> list[str]:
     return found[:limit]
 
 
-def test_chaos(cluster: Callable[..., Cluster]) -> None:
+def test_chaos(cluster: Callable[..., FaultCluster]) -> None:
     prof = profile()
     seed = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(2**31))
     print(

@@ -1,6 +1,6 @@
 """The fault suite with orchestrator's DEFAULT settings, as a new user runs it (issue 9).
 
-``cluster(defaults=True)``: no tuned timing (conftest ``TUNED``): lease 30 s, reconcile every
+``cluster(defaults=True)``: no tuned timing (``harness.TUNED``): lease 30 s, reconcile every
 5 s, stall timeout 300 s, visibility timeout 3600 s. Recovery after a killed process can take
 lease + reconcile interval + grace, so the deadlines below are counted in tens of seconds. Where
 a case is impractical with pure defaults, the test changes one setting and says so in its
@@ -17,7 +17,6 @@ Run one at a time (they kill servers and share two cores with other work)::
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
@@ -34,10 +33,12 @@ import redis
 import yaml
 
 from orchestrator import Workflow
+from orchestrator.testing.workers import Worker
 from tests.faults import effects
-from tests.faults.conftest import ROOT, Cluster, Worker
+from tests.faults.harness import FaultCluster, kill, pause, resume
 
 pytestmark = [pytest.mark.faults]
+ROOT = Path(__file__).resolve().parents[2]
 
 DEFAULTS = "defaults"
 
@@ -77,14 +78,14 @@ def step_ids(wf: Workflow) -> list[str]:
     return [s.id for s in wf.spec.steps]
 
 
-def steps_of(c: Cluster, run_id: str) -> dict[str, tuple[str, int]]:
+def steps_of(c: FaultCluster, run_id: str) -> dict[str, tuple[str, int]]:
     rows = c.sql(
         "SELECT step_id, status, attempts FROM task_runs WHERE run_id = %s::uuid", (run_id,)
     )
     return {r[0]: (r[1], int(r[2])) for r in rows}
 
 
-def attempts_of(c: Cluster, run_id: str, step: str) -> list[tuple[int, str, str | None]]:
+def attempts_of(c: FaultCluster, run_id: str, step: str) -> list[tuple[int, str, str | None]]:
     """The step's ``task_attempts`` rows: (attempt, status, error)."""
     rows = c.sql(
         "SELECT a.attempt, a.status, a.error FROM task_attempts a "
@@ -95,7 +96,7 @@ def attempts_of(c: Cluster, run_id: str, step: str) -> list[tuple[int, str, str 
     return [(int(r[0]), r[1], r[2]) for r in rows]
 
 
-def executed_attempts(c: Cluster, run_id: str, step: str) -> list[int]:
+def executed_attempts(c: FaultCluster, run_id: str, step: str) -> list[int]:
     rows = c.sql(
         "SELECT attempt FROM executions WHERE run_id = %s::uuid AND step_id = %s ORDER BY id",
         (run_id, step),
@@ -104,7 +105,7 @@ def executed_attempts(c: Cluster, run_id: str, step: str) -> list[int]:
 
 
 def child_in_step(
-    c: Cluster, worker: Worker, not_runs: list[str] | None = None
+    c: FaultCluster, worker: Worker, not_runs: list[str] | None = None
 ) -> tuple[int, str] | None:
     """(pid, run) of a pool child of ``worker`` inside a step body now (its execution has no
     ``ended_at``), running a step of a run not in ``not_runs``."""
@@ -130,7 +131,7 @@ def proc_state(pid: int) -> str:
         return f"pid {pid}: {exc}"
 
 
-def summary(c: Cluster, run_ids: list[str], limit: int = 3) -> str:
+def summary(c: FaultCluster, run_ids: list[str], limit: int = 3) -> str:
     """Diagnoses of the runs that are not terminal (for assertion messages)."""
     statuses = c.statuses(run_ids)
     open_runs = [r for r in run_ids if statuses.get(r) not in ("succeeded", "failed", "cancelled")]
@@ -141,7 +142,7 @@ def summary(c: Cluster, run_ids: list[str], limit: int = 3) -> str:
 
 
 @pytest.mark.timeout(150)
-def test_a_retry_five_attempts(cluster: Callable[..., Cluster]) -> None:
+def test_a_retry_five_attempts(cluster: Callable[..., FaultCluster]) -> None:
     """``@retry(max_attempts=5)`` (the README's policy, default delays): a step failing 4 times
     then succeeding, and one failing 5 times. The first run succeeds with 5 attempts recorded;
     the second fails with an ``exhausted`` dead letter; both end.
@@ -204,7 +205,7 @@ def etl_shaped(name: str, load_timeout: float) -> Workflow:
 
 
 @pytest.mark.timeout(150)
-def test_b_hard_timeout_then_retry(cluster: Callable[..., Cluster]) -> None:
+def test_b_hard_timeout_then_retry(cluster: Callable[..., FaultCluster]) -> None:
     """A step with a retry policy that hits its hard ``timeout`` on attempt 1 (the pool child is
     killed by Celery's time limit) and succeeds on attempt 2: the run succeeds with 2 attempts.
     Also the shipped ``etl.yaml`` shape (``load``: ``retry: {max_attempts: 3, backoff: 2.0}``
@@ -248,7 +249,7 @@ def test_b_hard_timeout_then_retry(cluster: Callable[..., Cluster]) -> None:
 
 
 @pytest.mark.timeout(180)
-def test_c_retry_published_during_broker_outage(cluster: Callable[..., Cluster]) -> None:
+def test_c_retry_published_during_broker_outage(cluster: Callable[..., FaultCluster]) -> None:
     """A step fails while the broker (its own Redis) is down: its next attempt is published
     into the outage (6 s). The run must still end, succeeded, with its effect written once.
 
@@ -270,7 +271,7 @@ def test_c_retry_published_during_broker_outage(cluster: Callable[..., Cluster])
         60,
         "attempt 1 of every run to start",
     )
-    c.broker.kill()  # the steps are inside their 2 s body: they fail while it is down
+    kill(c.broker)  # the steps are inside their 2 s body: they fail while it is down
     fault_at = time.time()
     ended = poll_for(
         lambda: (
@@ -306,7 +307,7 @@ def test_c_retry_published_during_broker_outage(cluster: Callable[..., Cluster])
 
 
 @pytest.mark.timeout(150)
-def test_d_typed_and_unencodable_results(cluster: Callable[..., Cluster]) -> None:
+def test_d_typed_and_unencodable_results(cluster: Callable[..., FaultCluster]) -> None:
     """Steps returning ``datetime``, ``Decimal`` and ``UUID`` (Celery's JSON encodes them): the
     run succeeds, the dependents receive the typed values (chained and joined), ``run.wait()``
     returns them. A step returning an object Celery's JSON cannot encode fails its run with an
@@ -383,7 +384,7 @@ def test_d_typed_and_unencodable_results(cluster: Callable[..., Cluster]) -> Non
 
 
 @pytest.mark.timeout(200)
-def test_e_redis_down_longer_than_the_lease(cluster: Callable[..., Cluster]) -> None:
+def test_e_redis_down_longer_than_the_lease(cluster: Callable[..., FaultCluster]) -> None:
     """The Redis that holds leases and run state is down 35 s, longer than the 30 s lease,
     while a 55 s step runs (``-c 2``: a second copy could start at once). No two executions of
     the step may overlap in time; the run ends.
@@ -403,7 +404,7 @@ def test_e_redis_down_longer_than_the_lease(cluster: Callable[..., Cluster]) -> 
     run = wf.run().id
     wait_for(lambda: c.executions() >= 1, 60, "the step to start")
     time.sleep(1.0)
-    c.redis.kill()
+    kill(c.redis)
     fault_at = time.time()
     time.sleep(35.0)
     c.redis.start()
@@ -422,9 +423,9 @@ def test_e_redis_down_longer_than_the_lease(cluster: Callable[..., Cluster]) -> 
 # 6 -------------------------------------------------------------------------------------------
 
 
-def import_kv(c: Cluster) -> int:
+def import_kv(c: FaultCluster) -> int:
     """Copy the Redis records of ``effects.kv_effect`` into ``effects``/``executions``."""
-    client = redis.Redis.from_url(c.redis.url)
+    client = redis.Redis.from_url(c.redis_url)
     try:
         raw: list[bytes] = client.lrange(effects.KV_EXECUTIONS, 0, -1)  # type: ignore[assignment]
         found: dict[bytes, bytes] = client.hgetall(effects.KV_ENDED)  # type: ignore[assignment]
@@ -462,7 +463,7 @@ def import_kv(c: Cluster) -> int:
 
 
 @pytest.mark.timeout(240)
-def test_f_postgres_down_60s_under_load(cluster: Callable[..., Cluster]) -> None:
+def test_f_postgres_down_60s_under_load(cluster: Callable[..., FaultCluster]) -> None:
     """PostgreSQL is down 60 s while 50 runs (10 workflows x 5 runs, 3-step chains) are in
     flight. Every run ends succeeded; none lost or duplicated.
 
@@ -475,7 +476,7 @@ def test_f_postgres_down_60s_under_load(cluster: Callable[..., Cluster]) -> None
     c = cluster(defaults=True)
     c.start_worker()
     flows = [chain(f"defaults-pg-down-{i}", effects.kv_effect, sleep=0.3) for i in range(10)]
-    kv = redis.Redis.from_url(c.redis.url)
+    kv = redis.Redis.from_url(c.redis_url)
     started = time.time()
     runs = [wf.run().id for wf in flows for _ in range(5)]
     wait_for(lambda: kv.llen(effects.KV_EXECUTIONS) >= 10, 60, "ten steps to run")
@@ -512,7 +513,7 @@ def test_f_postgres_down_60s_under_load(cluster: Callable[..., Cluster]) -> None
 
 
 @pytest.mark.timeout(150)
-def test_g_backlog_longer_than_the_stall_timeout(cluster: Callable[..., Cluster]) -> None:
+def test_g_backlog_longer_than_the_stall_timeout(cluster: Callable[..., FaultCluster]) -> None:
     """A backlog (25 two-step runs, 0.4 s steps, ``-c 1``: about 20 s of queue) longer than the
     stall timeout must not be published again: no "stalled" recoveries, no duplicate
     deliveries, no re-executions.
@@ -548,7 +549,7 @@ def test_g_backlog_longer_than_the_stall_timeout(cluster: Callable[..., Cluster]
 
 
 @pytest.mark.timeout(240)
-def test_h_pool_child_killed_ten_times(cluster: Callable[..., Cluster]) -> None:
+def test_h_pool_child_killed_ten_times(cluster: Callable[..., FaultCluster]) -> None:
     """``-c 1``: SIGKILL of the pool child while it runs a step, ten times in a row (each time
     of the replacement child, as soon as it runs a step). Every run ends; no replacement child
     hangs: the worker keeps processing after the kills.
@@ -605,7 +606,7 @@ def test_h_pool_child_killed_ten_times(cluster: Callable[..., Cluster]) -> None:
 
 
 @pytest.mark.timeout(200)
-def test_i_main_process_killed_in_the_delay_pump(cluster: Callable[..., Cluster]) -> None:
+def test_i_main_process_killed_in_the_delay_pump(cluster: Callable[..., FaultCluster]) -> None:
     """A retry delay kept in Redis's ``orch:delayed`` set; when it is due the worker's delay
     pump takes it, and the worker's main process is SIGKILLed before the message reached the
     broker (the broker is hung, SIGSTOP, for that moment). A new worker starts: the run must end
@@ -625,7 +626,7 @@ def test_i_main_process_killed_in_the_delay_pump(cluster: Callable[..., Cluster]
         effects.fails_then_succeeds,
         retry={"max_attempts": 3, "base_delay": 12.0, "jitter": False},
     )
-    state = redis.Redis.from_url(c.redis.url)
+    state = redis.Redis.from_url(c.redis_url)
     started = time.time()
     fault_at: float | None = None
     run = wf.run().id
@@ -633,19 +634,16 @@ def test_i_main_process_killed_in_the_delay_pump(cluster: Callable[..., Cluster]
         wait_for(lambda: state.zcard("orch:delayed") >= 1, 60, "the retry in orch:delayed")
         due = float(state.zrange("orch:delayed", 0, 0, withscores=True)[0][1])
         time.sleep(max(0.0, due - time.time() - 1.0))
-        c.broker.pause()  # the pump's publish hangs (a slow broker)
+        pause(c.broker)  # the pump's publish hangs (a slow broker)
         try:
             taken = poll_for(lambda: state.zcard("orch:delayed") == 0, 15.0)
             time.sleep(0.5)
-            first.killed = True
-            os.kill(first.pid, signal.SIGKILL)  # the main process only, as the OOM killer
+            first.kill(group=False)  # the main process only, as the OOM killer
             fault_at = time.time()
-            first.proc.wait(15)
             time.sleep(0.5)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(first.pid, signal.SIGKILL)  # its orphaned pool children
+            first.kill()  # its orphaned pool children
         finally:
-            c.broker.resume()
+            resume(c.broker)
         in_set_after_kill = state.zcard("orch:delayed")
     finally:
         state.close()

@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from orchestrator import ServiceUnavailable, Workflow, run_workflow
+from orchestrator.testing.workers import Worker
 from tests.faults import effects
-from tests.faults.conftest import Cluster, Outcome, Worker
+from tests.faults.harness import FaultCluster, kill, pause, resume
+from tests.faults.outcome import Outcome
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -57,7 +59,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def busy_child(c: Cluster, worker: Worker, window: float) -> int | None:
+def busy_child(c: FaultCluster, worker: Worker, window: float) -> int | None:
     """A pool child that started a step body less than ``window`` seconds ago (so is in it)."""
     rows = c.sql(
         "SELECT pid, extract(epoch FROM clock_timestamp() - at) FROM executions "
@@ -73,7 +75,7 @@ def busy_child(c: Cluster, worker: Worker, window: float) -> int | None:
 # 1 -------------------------------------------------------------------------------------------
 
 
-def test_1_pool_child_sigkilled_mid_step(cluster: Callable[..., Cluster]) -> None:
+def test_1_pool_child_sigkilled_mid_step(cluster: Callable[..., FaultCluster]) -> None:
     c = cluster()
     worker = c.start_worker()
     wf = diamond("faults-pool-kill", sleep=0.4)
@@ -102,7 +104,7 @@ def test_1_pool_child_sigkilled_mid_step(cluster: Callable[..., Cluster]) -> Non
 
 
 def test_1b_pool_child_killed_before_its_history_is_written(
-    cluster: Callable[..., Cluster],
+    cluster: Callable[..., FaultCluster],
 ) -> None:
     """SIGKILL of a pool child whose finished steps reached Redis but not yet PostgreSQL.
 
@@ -145,14 +147,14 @@ def test_1b_pool_child_killed_before_its_history_is_written(
 # 2 -------------------------------------------------------------------------------------------
 
 
-def test_2_whole_worker_sigkilled_then_replaced(cluster: Callable[..., Cluster]) -> None:
+def test_2_whole_worker_sigkilled_then_replaced(cluster: Callable[..., FaultCluster]) -> None:
     c = cluster()
     first = c.start_worker("a")
     wf = diamond("faults-worker-kill", sleep=0.3)
     started = time.time()
     runs = [wf.run().id for _ in range(20)]
     wait_for(lambda: c.executions() >= 16, 60, "a fifth of the steps to run")
-    first.kill_group()
+    first.kill()
     fault_at = time.time()
     done_before = sum(1 for s in c.statuses(runs).values() if s == "succeeded")
     c.start_worker("b")
@@ -171,7 +173,9 @@ def test_2_whole_worker_sigkilled_then_replaced(cluster: Callable[..., Cluster])
 # 3 -------------------------------------------------------------------------------------------
 
 
-def test_3_step_that_kills_its_process_is_dead_lettered(cluster: Callable[..., Cluster]) -> None:
+def test_3_step_that_kills_its_process_is_dead_lettered(
+    cluster: Callable[..., FaultCluster],
+) -> None:
     max_deliveries = 3
     c = cluster(env={"ORCHESTRATOR_MAX_DELIVERIES": str(max_deliveries)})
     c.start_worker()
@@ -219,7 +223,9 @@ def test_3_step_that_kills_its_process_is_dead_lettered(cluster: Callable[..., C
 
 
 @pytest.mark.parametrize("how", ["shutdown", "kill-9"])
-def test_4_redis_stopped_mid_runs_then_restarted(cluster: Callable[..., Cluster], how: str) -> None:
+def test_4_redis_stopped_mid_runs_then_restarted(
+    cluster: Callable[..., FaultCluster], how: str
+) -> None:
     c = cluster()
     c.start_worker()
     wf = chain(f"faults-redis-{how}")
@@ -229,9 +235,9 @@ def test_4_redis_stopped_mid_runs_then_restarted(cluster: Callable[..., Cluster]
     before = c.executions()
     fault_at = time.time()
     if how == "shutdown":
-        c.redis.shutdown()
+        c.redis.stop()  # SIGTERM: as SHUTDOWN, the AOF fsynced
     else:
-        c.redis.kill()
+        kill(c.redis)
     time.sleep(3.0)
     c.redis.start()  # same port, same data dir (AOF)
     out = c.observe(
@@ -249,7 +255,7 @@ def test_4_redis_stopped_mid_runs_then_restarted(cluster: Callable[..., Cluster]
 # 5 -------------------------------------------------------------------------------------------
 
 
-def test_5_postgres_restarted_immediate_three_times(cluster: Callable[..., Cluster]) -> None:
+def test_5_postgres_restarted_immediate_three_times(cluster: Callable[..., FaultCluster]) -> None:
     c = cluster()
     c.start_worker()
     wf = chain("faults-pg-restart")
@@ -258,7 +264,7 @@ def test_5_postgres_restarted_immediate_three_times(cluster: Callable[..., Clust
     wait_for(lambda: c.executions() >= 60, 90, "a tenth of the steps to run")
     fault_at = time.time()
     for i in range(3):
-        c.postgres.restart_immediate()
+        c.postgres.restart("immediate")
         if i < 2:
             time.sleep(2.0)
     out = c.observe(
@@ -295,7 +301,7 @@ def _submit_timed(
 @pytest.mark.parametrize(
     "how", ["broker-refused", "all-redis-refused", "broker-hung", "all-redis-hung"]
 )
-def test_6_broker_unreachable_at_submit(cluster: Callable[..., Cluster], how: str) -> None:
+def test_6_broker_unreachable_at_submit(cluster: Callable[..., FaultCluster], how: str) -> None:
     """Refused: nothing listens on the port. Hung: the server is SIGSTOPped, so connections are
     accepted by the kernel but never answered (a dead host behind a live address, a partition)."""
     c = cluster(separate_broker=how.startswith("broker"))
@@ -303,15 +309,15 @@ def test_6_broker_unreachable_at_submit(cluster: Callable[..., Cluster], how: st
     started = time.time()
     hung = how.endswith("hung")
     if hung:
-        c.broker.pause()
+        pause(c.broker)
     else:
-        c.broker.kill()
+        kill(c.broker)
     try:
         elapsed, error, thread = _submit_timed(wf)
         rows = c.sql("SELECT id::text, status, error FROM workflow_runs")  # at the deadline
     finally:
         if hung:
-            c.broker.resume()
+            resume(c.broker)
     thread.join(60)  # a blocked submit finishes before the test goes on (or fails)
     out = Outcome(
         test=f"6 broker unreachable at submit ({how})",
@@ -345,7 +351,9 @@ def test_6_broker_unreachable_at_submit(cluster: Callable[..., Cluster], how: st
 # 7 -------------------------------------------------------------------------------------------
 
 
-def test_7_concurrent_submits_with_one_idempotency_key(cluster: Callable[..., Cluster]) -> None:
+def test_7_concurrent_submits_with_one_idempotency_key(
+    cluster: Callable[..., FaultCluster],
+) -> None:
     c = cluster()
     c.start_worker()
     wf = chain("faults-idempotent")
@@ -399,7 +407,7 @@ def test_7_concurrent_submits_with_one_idempotency_key(cluster: Callable[..., Cl
 
 
 def test_8_retry_delay_longer_than_stall_timeout_is_honoured(
-    cluster: Callable[..., Cluster],
+    cluster: Callable[..., FaultCluster],
 ) -> None:
     """Not a crash: a step waiting out its retry delay must not look stalled to the reconciler.
 

@@ -1,13 +1,16 @@
 """``orchestrator dev``: one command brings up the stack, runs workflows, and Ctrl-C leaves nothing.
 
 The dev process runs with no ORCHESTRATOR_* variables, so it starts embedded Redis and
-PostgreSQL; another process uses the servers through the ``export`` lines it prints, and
-Flower's API (with the printed credentials) shows the run's tasks.
+PostgreSQL; another process uses the servers through the ``export`` lines it prints (or the
+``env`` file it writes), and Flower's API (with the printed credentials) shows the run's tasks.
+Restarted, dev keeps its addresses; with ``--reload`` it restarts the worker when a task module
+changes.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import queue
@@ -27,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from orchestrator.dev.supervision import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,11 +55,13 @@ def clean_env() -> dict[str, str]:
 class DevProcess:
     """``orchestrator dev`` as a subprocess, its output read line by line."""
 
-    def __init__(self, data_dir: Path, *options: str) -> None:
+    def __init__(
+        self, data_dir: Path, *options: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+    ) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", MAIN, "dev", "--data-dir", str(data_dir), *options],
-            cwd=ROOT,
-            env=clean_env(),
+            cwd=cwd,
+            env={**clean_env(), **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -98,7 +105,8 @@ class DevProcess:
             self.proc.kill()
             self.proc.wait()
         for pid in still_running(self.pids):
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                os.kill(pid, signal.SIGKILL)
 
     def flower(self) -> tuple[str, str, str]:
         pattern = r"\s*Flower\s+(http://\S+)\s+user (\S+)\s+password (\S+)"
@@ -188,8 +196,8 @@ def start_dev(data_dir: Path) -> Iterator[Callable[..., DevProcess]]:
     """Factory: `orchestrator dev` with options, once ready; whatever is left is killed after."""
     started: list[DevProcess] = []
 
-    def start(*options: str) -> DevProcess:
-        dev = DevProcess(data_dir, *options)
+    def start(*options: str, **where: Any) -> DevProcess:
+        dev = DevProcess(data_dir, *options, **where)
         started.append(dev)
         dev.wait_for(READY, timeout=120)
         dev.pids = started_by(dev.proc.pid)
@@ -200,11 +208,11 @@ def start_dev(data_dir: Path) -> Iterator[Callable[..., DevProcess]]:
         dev.kill_all()
 
 
-def run_client(env: dict[str, str]) -> dict[str, Any]:
+def run_client(env: dict[str, str], code: str = CLIENT, cwd: Path = ROOT) -> dict[str, Any]:
     """Run ``etl`` from another process; its run id, output and {celery task id: task}."""
     client = subprocess.run(
-        [sys.executable, "-c", CLIENT],
-        cwd=ROOT,
+        [sys.executable, "-c", code],
+        cwd=cwd,
         env={**clean_env(), **env},
         capture_output=True,
         text=True,
@@ -266,3 +274,93 @@ def test_dev_stops_everything_when_a_child_dies(start_dev: Callable[..., DevProc
     assert "worker exited with code -9" in output
     assert "worker.log ---" in output and " ready." in output
     assert still_running(dev.pids) == [], command_lines(dev.pids)
+
+
+def stop(dev: DevProcess) -> None:
+    """Ctrl-C, and dev stops everything it started."""
+    dev.pids.update(started_by(dev.proc.pid))
+    dev.proc.send_signal(signal.SIGINT)
+    assert dev.proc.wait(timeout=30) == 0, dev.output()
+    assert still_running(dev.pids) == [], command_lines(dev.pids)
+
+
+def test_dev_restarted_keeps_its_addresses(
+    start_dev: Callable[..., DevProcess], data_dir: Path
+) -> None:
+    # Given `orchestrator dev`, started, stopped and started again twice (its first ports
+    # noted beforehand: on a shared machine 5555, 6379 or 5432 may be taken between two starts)
+    for noted in ("flower-port", "redis/port", "postgres/port"):
+        (data_dir / noted).parent.mkdir(exist_ok=True)
+        (data_dir / noted).write_text(f"{free_port()}\n")
+    first = start_dev("--no-beat")
+    exports = first.exports()
+    assert {"ORCHESTRATOR_TASK_MODULES", "ORCHESTRATOR_WORKFLOWS_PATH"} <= set(exports)
+    assert Path(exports["ORCHESTRATOR_WORKFLOWS_PATH"]).is_absolute()
+    assert f'export PATH={Path(sys.executable).parent}:"$PATH"' in first.output()
+    assert "the CLI: " in first.output()
+    stop(first)
+    second = start_dev("--no-beat")
+    # Then each start has the same addresses (servers and Flower) as the first
+    assert second.exports() == exports, (exports, second.output())
+    stop(second)
+    third = start_dev("--no-beat")
+    assert third.exports() == exports and "addresses changed" not in third.output()
+
+    # When another process uses the first start's exports / Then its run works
+    assert run_client(exports)["output"].startswith("loaded ")
+    # And a shell that sources the env file reaches the servers and `orchestrator` on PATH
+    shell = subprocess.run(
+        ["bash", "-c", f"source {data_dir / 'env'} && orchestrator runs -n 1 --json"],
+        cwd="/",
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shell.returncode == 0 and json.loads(shell.stdout)[0]["workflow"] == "etl", shell
+    stop(third)
+
+
+TASKS_V1 = """
+from orchestrator import task
+
+
+@task
+def version() -> str:
+    return "v1"
+"""
+HELLO = "name: hello\nsteps: [{id: v, task: fh_reload_tasks.version}]\n"
+RUN_HELLO = """
+import json
+from orchestrator import run_workflow
+print(json.dumps({"output": run_workflow("hello").wait(timeout=60)}))
+"""
+
+
+def test_dev_reload_restarts_the_worker_when_a_task_module_changes(
+    start_dev: Callable[..., DevProcess], data_dir: Path, tmp_path: Path
+) -> None:
+    # Given a project of its own (a task module and a workflow) under `orchestrator dev --reload`
+    project = tmp_path / "project"
+    (project / "workflows").mkdir(parents=True)
+    module = project / "fh_reload_tasks.py"
+    module.write_text(TASKS_V1)
+    (project / "workflows" / "hello.yaml").write_text(HELLO)
+    settings = {"ORCHESTRATOR_TASK_MODULES": "fh_reload_tasks"}
+    settings["ORCHESTRATOR_WORKFLOWS_PATH"] = "workflows"
+    dev = start_dev("--reload", "--no-beat", "--no-flower", cwd=project, env=settings)
+    exports = dev.exports()
+    assert run_client(exports, RUN_HELLO, project)["output"] == "v1"
+
+    # When the module is saved with a syntax error
+    module.write_text(TASKS_V1.replace("-> str:", "-> str"))
+    # Then the worker's failure is shown and dev keeps running, waiting for the next change
+    dev.wait_for("worker starts again when a file changes", timeout=60)
+    assert dev.proc.poll() is None and "SyntaxError" in dev.output()
+
+    # When it is fixed with a new version
+    module.write_text(TASKS_V1.replace('"v1"', '"v2"'))
+    # Then the worker restarts and runs the new code
+    dev.wait_for("worker is ready (reloaded)", timeout=60)
+    assert run_client(exports, RUN_HELLO, project)["output"] == "v2"
+    stop(dev)

@@ -220,7 +220,8 @@ def test_a_retry_lost_after_the_delay_pump_took_it_is_published_again(
     # Given a worker whose retry delays over 1 s wait in Redis's sorted set
     start_worker(
         "late",
-        args=["-c", "1", "-Q", "late"],
+        concurrency=1,
+        args=("-Q", "late"),
         env={
             "ORCHESTRATOR_VISIBILITY_TIMEOUT": "2",
             "ORCHESTRATOR_LEASE_SECONDS": "1",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 import uuid
@@ -32,7 +31,7 @@ def test_warm_shutdown_writes_every_buffered_event(
     # Given a worker on its own queue whose history writer holds events for 60 seconds
     # (a run's end is written at once, so the sink runs on the shared worker)
     held = start_worker(
-        "held", args=["-c", "2", "-Q", "held"], env={"ORCHESTRATOR_HISTORY_FLUSH_INTERVAL": "60"}
+        "held", args=("-Q", "held"), env={"ORCHESTRATOR_HISTORY_FLUSH_INTERVAL": "60"}
     )
     wf = Workflow("held-history")
     wf.step("a", workload.add, queue="held")
@@ -48,7 +47,7 @@ def test_warm_shutdown_writes_every_buffered_event(
         app.AsyncResult(sink.celery_task_id).get(timeout=30)
     assert all(run.status() != "succeeded" for run in runs)
     # and the worker is shut down normally (SIGTERM: warm shutdown)
-    assert held.stop(signal.SIGTERM) == 0
+    assert held.stop() == 0
     # Then every run, step and attempt is in PostgreSQL
     for i, run in enumerate(runs):
         assert run.status() == "succeeded"

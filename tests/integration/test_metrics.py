@@ -18,9 +18,9 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator import Workflow, WorkflowFailed
+from orchestrator.testing.workers import Worker
 from tests.integration import monitored as tasks
 from tests.integration import workload
-from tests.integration.conftest import WorkerProcess
 
 pytestmark = pytest.mark.integration
 QUEUE = "metrics"  # only the worker under test takes these steps
@@ -29,7 +29,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 @dataclass
 class Endpoint:
-    worker: WorkerProcess
+    worker: Worker
     url: str
 
     def get(self, path: str) -> tuple[int, bytes]:
@@ -60,17 +60,19 @@ def free_port() -> int:
 
 
 def start_monitored(
-    start: Callable[..., WorkerProcess],
+    start: Callable[..., Worker],
     servers: dict[str, str],
     name: str,
-    args: list[str],
+    concurrency: int,
+    queue: str,
     **env: str,
 ) -> Endpoint:
     port = free_port()
     modules = servers["ORCHESTRATOR_TASK_MODULES"] + ",tests.integration.monitored"
     worker = start(
         name,
-        args=args,
+        concurrency=concurrency,
+        args=("-Q", queue),
         env={
             "ORCHESTRATOR_METRICS_PORT": str(port),
             "ORCHESTRATOR_TASK_MODULES": modules,
@@ -81,10 +83,10 @@ def start_monitored(
 
 
 @pytest.fixture(scope="module")
-def endpoint(start_worker: Callable[..., WorkerProcess], servers: dict[str, str]) -> Endpoint:
+def endpoint(start_worker: Callable[..., Worker], servers: dict[str, str]) -> Endpoint:
     """A prefork worker with two processes, JSON logs and its endpoint on a free port."""
     return start_monitored(
-        start_worker, servers, "metrics", ["-c", "2", "-Q", QUEUE], ORCHESTRATOR_LOG_FORMAT="json"
+        start_worker, servers, "metrics", 2, QUEUE, ORCHESTRATOR_LOG_FORMAT="json"
     )
 
 
@@ -240,7 +242,7 @@ def test_circuit_breaker_state_is_reported(endpoint: Endpoint, servers: dict[str
 
 
 def test_ready_is_503_naming_the_database_when_it_is_unreachable(
-    start_worker: Callable[..., WorkerProcess], servers: dict[str, str]
+    start_worker: Callable[..., Worker], servers: dict[str, str]
 ) -> None:
     # Given a worker whose database URL points at a closed port (with a password in it)
     bad_db = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/nowhere"
@@ -248,7 +250,8 @@ def test_ready_is_503_naming_the_database_when_it_is_unreachable(
         start_worker,
         servers,
         "nodb",
-        ["-c", "1", "-Q", "metrics-nodb"],
+        1,
+        "metrics-nodb",
         ORCHESTRATOR_DATABASE_URL=bad_db,
     )
     # Then it is alive but not ready, saying the database failed and the broker is fine

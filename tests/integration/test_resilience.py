@@ -75,7 +75,7 @@ def test_error_not_in_retry_on_fails_after_one_attempt(worker: Any) -> None:
 def test_breaker_is_shared_by_two_worker_processes(start_worker: Callable[..., Any]) -> None:
     # Given two separate worker processes consuming the breaker's queue
     for name in ("cb-a", "cb-b"):
-        start_worker(name, args=["-c", "1", "-Q", "cb"])
+        start_worker(name, concurrency=1, args=("-Q", "cb"))
     default_services().breakers.reset("test-breaker")
     key = _key()
     workload.set_down(key, True)
@@ -109,7 +109,7 @@ def test_long_retry_delay_beyond_visibility_timeout_runs_once(
     start_worker: Callable[..., Any],
 ) -> None:
     # Given a worker whose Redis visibility timeout is 4 s, and a retry delay of 5 s
-    start_worker("vis", args=["-c", "2", "-Q", "vis"], env={"ORCHESTRATOR_VISIBILITY_TIMEOUT": "4"})
+    start_worker("vis", args=("-Q", "vis"), env={"ORCHESTRATOR_VISIBILITY_TIMEOUT": "4"})
     key = _key()
     wf = Workflow("long-delay").step(
         "s",

@@ -38,6 +38,7 @@ def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     # Workflow.spec and YAML loading register globally; keep each test's workflows to itself
     monkeypatch.setattr(registry, "_workflows", {})
     monkeypatch.setattr(registry, "_loaded_paths", set())
+    monkeypatch.setattr(registry, "_problems", {})
 
 
 class FakeCatalog:
@@ -49,6 +50,9 @@ class FakeCatalog:
     def signature_of(self, name: str) -> inspect.Signature | None:
         fn = self.functions.get(name)
         return inspect.signature(fn) if fn else None
+
+    def task_names(self) -> list[str]:
+        return list(self.functions)
 
 
 def extract(source: str) -> list[int]:
@@ -183,6 +187,16 @@ def test_an_unregistered_task_names_the_step_and_the_task(catalog: FakeCatalog) 
         check_tasks(spec, catalog)
     assert "workflow 'etl', step 'load'" in str(info.value)
     assert "'t.missing' is not registered" in str(info.value)
+
+
+def test_a_task_typo_gets_the_closest_registered_name(catalog: FakeCatalog) -> None:
+    # Given a step whose task is one letter off a registered one
+    spec = etl_python().step("load", "t.claen", after="clean").spec
+    # When checked / Then the error suggests the registered task
+    with pytest.raises(
+        UnknownTaskError, match=r"'t.claen' is not registered \(did you mean 't.clean'\?\)"
+    ):
+        check_tasks(spec, catalog)
 
 
 @pytest.mark.parametrize(
@@ -368,6 +382,55 @@ def test_a_malformed_document_names_the_file(tmp_path: Path, text: str) -> None:
     with pytest.raises(ValidationError, match=r"odd\.yaml"):
         registry.load_file(path)
     assert registry.all_workflows() == []
+
+
+@pytest.mark.parametrize(
+    ("step", "hint"),
+    [
+        ("{id: b, task: t, depends_on: [a]}", "unknown key 'depends_on' (did you mean 'after'?)"),
+        ("{id: b, task: t, after: [a], queeu: io}", "unknown key 'queeu' (did you mean 'queue'?)"),
+        ("{id: b, task: t, retry: {max_attempt: 2}}", "unknown retry key 'max_attempt' (did you"),
+        ("{id: b}", "key 'task' is missing"),
+        ("{id: b, task: t, timeout: -1}", "timeout: Input should be greater than 0 (got -1)"),
+    ],
+)
+def test_a_yaml_mistake_names_the_step_and_suggests_a_key(step: str, hint: str) -> None:
+    # Given a workflow document with a mistake in its second step
+    data = yaml.safe_load(f"name: y\nsteps:\n  - {{id: a, task: t}}\n  - {step}\n")
+    # When parsed / Then one line names the workflow, the step, the mistake and the file
+    with pytest.raises(ValidationError) as info:
+        parse_spec(data, source="y.yaml")
+    message = str(info.value)
+    assert message.startswith("workflow 'y', step 'b': ") and hint in message, message
+    assert "y.yaml" in message and "pydantic" not in message and "\n" not in message
+
+
+def test_an_unknown_workflow_key_is_named_with_the_known_ones() -> None:
+    with pytest.raises(ValidationError) as info:
+        parse_spec({"name": "y", "step": [], "steps": [{"id": "a", "task": "t"}]}, "y.yaml")
+    assert "workflow 'y': unknown key 'step' (did you mean 'steps'?)" in str(info.value)
+
+
+def test_a_directory_with_one_bad_file_loads_the_others(tmp_path: Path) -> None:
+    # Given a valid workflow next to a file with a cycle and a file that is not YAML
+    (tmp_path / "good.yaml").write_text("name: good\nsteps: [{id: a, task: t}]\n")
+    (tmp_path / "cycle.yaml").write_text(
+        "name: loop\nsteps: [{id: a, task: t, after: [b]}, {id: b, task: t, after: [a]}]\n"
+    )
+    (tmp_path / "broken.yml").write_text("name: x\nsteps: [ {id: a\n")
+    # When the directory is loaded
+    specs = registry.load_path(tmp_path)
+    # Then the valid one is registered and each bad file is kept with its workflow and step
+    assert [s.name for s in specs] == ["good"] and registry.get("good").name == "good"
+    found = {Path(p.file).name: p for p in registry.problems()}
+    assert set(found) == {"cycle.yaml", "broken.yml"}
+    assert (found["cycle.yaml"].workflow, found["cycle.yaml"].step) == ("loop", "a")
+    assert "dependency cycle a -> b -> a" in found["cycle.yaml"].error
+    assert "is not valid YAML" in found["broken.yml"].error
+    # And once a file is fixed, loading it again forgets its problem
+    (tmp_path / "cycle.yaml").write_text("name: loop\nsteps: [{id: a, task: t}]\n")
+    registry.load_path(tmp_path)
+    assert [Path(p.file).name for p in registry.problems()] == ["broken.yml"]
 
 
 def test_structural_errors_from_yaml_name_workflow_and_step() -> None:

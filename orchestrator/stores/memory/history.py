@@ -3,8 +3,9 @@
 Runs, steps, attempts, events and dead letters are rows in dicts (:mod:`.rows`) under one lock.
 Every status change is conditional as in the SQL it stands for: a run or step that has ended never
 changes again, except that a step presumed not started (``skipped``) records how it really ended.
-The reconciler's questions are answered in :mod:`.reconciliation`; the batched writer's events
-are applied by :class:`~orchestrator.stores.memory.writer.MemoryWriter`.
+The reconciler's questions are answered in :mod:`.reconciliation`, the console's in
+:mod:`.listing`; the batched writer's events are applied by
+:class:`~orchestrator.stores.memory.writer.MemoryWriter`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from orchestrator.records import (
     StepRecord,
 )
 from orchestrator.status import RunStatus, StepStatus, Trigger
+from orchestrator.stores.memory.listing import Listing
 from orchestrator.stores.memory.reconciliation import Reconciliation
 from orchestrator.stores.memory.rows import RunRow, StepRow, stored
 
@@ -36,7 +38,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class MemoryHistory(Reconciliation):
+class MemoryHistory(Reconciliation, Listing):
     """The :class:`~orchestrator.ports.RunHistory` operations, on rows in memory."""
 
     def __init__(self, clock: Now = utc_now) -> None:
@@ -77,22 +79,36 @@ class MemoryHistory(Reconciliation):
                 correlation_id=run.correlation_id,
                 tenant_id=run.tenant_id,
                 parent_run_id=run.parent_run_id,
+                parent_step_id=run.parent_step_id,
                 done_steps=list(run.done_steps),
             )
-            for step in steps:
-                row.steps[step.step_id] = StepRow(
-                    step_id=step.step_id,
-                    task_name=step.task_name,
-                    celery_task_id=step.celery_task_id,
-                    status=StepStatus(step.status),
-                    queued_at=at,
-                    result=stored(step.result) if step.has_result else None,
-                    finished_at=at if step.status != StepStatus.PENDING else None,
-                )
+            self._add_steps(row, steps, at)
             self.runs[run.id] = row
             if run.idempotency_key is not None:
                 self._keys[run.idempotency_key] = run.id
         return run.id, True
+
+    def add_steps(self, run_id: str, steps: list[NewStep]) -> None:
+        """Add step rows to a run (the items of a ``for_each``); rows it has are kept."""
+        with self.lock:
+            row = self.runs.get(run_id)
+            if row is not None:
+                self._add_steps(row, steps, self.clock())
+
+    @staticmethod
+    def _add_steps(row: RunRow, steps: list[NewStep], at: datetime) -> None:
+        for step in steps:
+            if step.step_id in row.steps:
+                continue
+            row.steps[step.step_id] = StepRow(
+                step_id=step.step_id,
+                task_name=step.task_name,
+                celery_task_id=step.celery_task_id,
+                status=StepStatus(step.status),
+                queued_at=at,
+                result=stored(step.result) if step.has_result else None,
+                finished_at=at if step.status != StepStatus.PENDING else None,
+            )
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self.lock:
@@ -111,6 +127,17 @@ class MemoryHistory(Reconciliation):
             ]
             rows.sort(key=lambda r: r.created_at, reverse=True)
             return [r.record() for r in rows[:limit]]
+
+    def children(self, run_id: str) -> list[RunRecord]:
+        """The runs of child workflows that steps of ``run_id`` started, oldest first."""
+        with self.lock:
+            rows = [
+                r
+                for r in self.runs.values()
+                if r.parent_run_id == str(run_id) and r.parent_step_id is not None
+            ]
+            rows.sort(key=lambda r: r.created_at)
+            return [r.record() for r in rows]
 
     def get_steps(self, run_id: str) -> list[StepRecord]:
         with self.lock:

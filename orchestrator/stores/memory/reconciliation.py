@@ -37,7 +37,7 @@ class Reconciliation:
                 steps = [s.status for s in row.steps.values()]
                 if row.ended or not steps or not all(s.terminal for s in steps):
                     continue
-                if all(s == StepStatus.SUCCEEDED for s in steps):
+                if all(s in (StepStatus.SUCCEEDED, StepStatus.SKIPPED) for s in steps):
                     found.append((row.id, RunStatus.SUCCEEDED))
                 elif StepStatus.FAILED in steps:
                     found.append((row.id, RunStatus.FAILED))

@@ -102,6 +102,7 @@ class RunRow:
     correlation_id: str | None = None
     tenant_id: str | None = None
     parent_run_id: str | None = None
+    parent_step_id: str | None = None
     done_steps: list[str] = field(default_factory=list)
     status: RunStatus = RunStatus.PENDING
     output: str | None = None
@@ -129,6 +130,7 @@ class RunRow:
             correlation_id=self.correlation_id,
             tenant_id=self.tenant_id,
             parent_run_id=self.parent_run_id,
+            parent_step_id=self.parent_step_id,
             done_steps=list(self.done_steps),
             recoveries=[list(r) for r in self.recoveries],
             published_at=self.published_at,

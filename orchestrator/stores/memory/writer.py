@@ -62,7 +62,7 @@ class MemoryWriter:
                 step = row.steps.get(step_id)
                 if step is not None and step.status in WAITING:
                     step.end(event.status, event.at, event.reason)
-            return []
+            return _succeeded(row) if event.status == StepStatus.SKIPPED else []
         if isinstance(event, StepEvent):
             _step(row, event)
             return _succeeded(row) if event.status == StepStatus.SUCCEEDED else []
@@ -136,7 +136,7 @@ def _succeeded(row: RunRow) -> list[Ended]:
     """A run succeeds once its sinks reported and every step succeeded, whichever comes last."""
     if row.ended or row.finished_at is None:
         return []
-    if any(s.status != StepStatus.SUCCEEDED for s in row.steps.values()):
+    if any(s.status not in (StepStatus.SUCCEEDED, StepStatus.SKIPPED) for s in row.steps.values()):
         return []
     row.status, row.started_at = RunStatus.SUCCEEDED, row.started_at or row.finished_at
     return [(row.id, RunStatus.SUCCEEDED)]

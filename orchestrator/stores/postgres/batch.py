@@ -99,12 +99,14 @@ _LOCK = text("""
 SELECT id FROM workflow_runs WHERE id = ANY(CAST(:runs AS UUID[])) ORDER BY id FOR UPDATE
 """)
 # A run succeeds once its sinks reported (output and finished_at written) and every step row
-# says succeeded, whichever of those writes commits last; both lock the run row first.
+# says succeeded (or skipped: a false `when`), whichever of those writes commits last; both lock
+# the run row first.
 _SUCCEED = text(f"""
 UPDATE workflow_runs r SET status = 'succeeded', started_at = COALESCE(started_at, finished_at)
 WHERE r.id = ANY(CAST(:runs AS UUID[])) AND r.status IN {SQL_RUNS_UNFINISHED}
   AND r.finished_at IS NOT NULL
-  AND NOT EXISTS (SELECT 1 FROM task_runs t WHERE t.run_id = r.id AND t.status <> 'succeeded')
+  AND NOT EXISTS (SELECT 1 FROM task_runs t WHERE t.run_id = r.id
+                  AND t.status NOT IN ('succeeded', 'skipped'))
 RETURNING r.id
 """)
 _DEAD = text("""
@@ -123,6 +125,7 @@ def write_batch(conn: Connection, events: list[Event]) -> list[Ended]:
     maybe_done = sorted(
         {e.run_id for e in steps if e.status == StepStatus.SUCCEEDED}
         | {e.run_id for e in finals if e.status == RunStatus.SUCCEEDED}
+        | {e.run_id for e in events if isinstance(e, SkipSteps) and e.status == StepStatus.SKIPPED}
     )
     if maybe_done:
         conn.execute(_LOCK, {"runs": maybe_done})

@@ -32,6 +32,7 @@ def run_values(run: NewRun) -> dict[str, Any]:
         "correlation_id": run.correlation_id,
         "tenant_id": run.tenant_id,
         "parent_run_id": uuid.UUID(run.parent_run_id) if run.parent_run_id else None,
+        "parent_step_id": run.parent_step_id,
         "done_steps": run.done_steps,
     }
 
@@ -66,6 +67,7 @@ def run_record(row: WorkflowRun) -> RunRecord:
         correlation_id=row.correlation_id,
         tenant_id=row.tenant_id,
         parent_run_id=str(row.parent_run_id) if row.parent_run_id else None,
+        parent_step_id=row.parent_step_id,
         done_steps=list(row.done_steps or []),
         recoveries=list(row.recoveries or []),
         published_at=row.published_at,

@@ -49,9 +49,9 @@ class WorkflowRun(Base):
     __tablename__ = "workflow_runs"
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
-    workflow: Mapped[str] = mapped_column(String(200), index=True)
+    workflow: Mapped[str] = mapped_column(String(200))
     workflow_version: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[str] = mapped_column(String(16))
     inputs: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     output: Mapped[Any] = mapped_column(JSONB(none_as_null=True), nullable=True)
     error: Mapped[str | None] = mapped_column(Text)
@@ -61,6 +61,8 @@ class WorkflowRun(Base):
     correlation_id: Mapped[str | None] = mapped_column(String(200))
     tenant_id: Mapped[str | None] = mapped_column(String(200))
     parent_run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    parent_step_id: Mapped[str | None] = mapped_column(String(220))
+    """The step of the parent run that started this run (a child workflow)."""
     done_steps: Mapped[list[str]] = mapped_column(JSONB, default=list)
     recoveries: Mapped[list[list[str]]] = mapped_column(JSONB, default=list, server_default="[]")
     """Steps already done at each in-place recovery (epoch n uses entry n - 1)."""
@@ -70,7 +72,16 @@ class WorkflowRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        Index("ix_workflow_runs_created_at", "created_at"),
+        # the console's listings, newest first a page at a time (migration 0004)
+        Index("ix_workflow_runs_created", "created_at", "id"),
+        Index("ix_workflow_runs_workflow_created", "workflow", "created_at", "id"),
+        Index("ix_workflow_runs_status_created", "status", "created_at", "id"),
+        Index("ix_workflow_runs_workflow_status_created", "workflow", "status", "created_at", "id"),
+        Index(
+            "ix_workflow_runs_correlation_id",
+            "correlation_id",
+            postgresql_where=text("correlation_id IS NOT NULL"),
+        ),
         # the reconciler's and /metrics' indexes cover unfinished runs only (migration 0003)
         Index(
             "ix_workflow_runs_unfinished",
@@ -82,6 +93,13 @@ class WorkflowRun(Base):
             "ix_workflow_runs_unpublished_pending",
             "created_at",
             postgresql_where=text("status = 'pending' AND published_at IS NULL"),
+        ),
+        # a run's child workflows (migration 0005)
+        Index(
+            "ix_workflow_runs_children",
+            "parent_run_id",
+            "created_at",
+            postgresql_where=text("parent_step_id IS NOT NULL"),
         ),
     )
 

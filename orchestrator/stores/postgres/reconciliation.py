@@ -30,8 +30,9 @@ from orchestrator.stores.postgres.statuses import (
 
 SETTLED = text(f"""
 SELECT r.id,
-       CASE WHEN NOT EXISTS (SELECT FROM task_runs t
-                             WHERE t.run_id = r.id AND t.status <> 'succeeded' OFFSET 0)
+       -- skipped steps (a false `when`, and what follows them) end a run as succeeded
+       CASE WHEN NOT EXISTS (SELECT FROM task_runs t WHERE t.run_id = r.id
+                             AND t.status NOT IN ('succeeded', 'skipped') OFFSET 0)
             THEN 'succeeded'
             WHEN EXISTS (SELECT FROM task_runs t
                          WHERE t.run_id = r.id AND t.status = 'failed' OFFSET 0)

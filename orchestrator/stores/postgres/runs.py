@@ -65,6 +65,14 @@ class Runs(Database):
                 return self._by_key(conn, run.idempotency_key), False
         return run.id, True
 
+    def add_steps(self, run_id: str, steps: list[NewStep]) -> None:
+        """Add step rows to a run (the items of a ``for_each``); rows it has are kept."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                pg_insert(TaskRun).on_conflict_do_nothing(constraint="uq_task_runs_run_step"),
+                [step_values(run_id, s) for s in steps],
+            )
+
     @staticmethod
     def _by_key(conn: Any, key: str | None) -> str:
         found = conn.execute(
@@ -96,6 +104,19 @@ class Runs(Database):
             query = query.where(WorkflowRun.workflow == workflow)
         if status:
             query = query.where(WorkflowRun.status == status.value)
+        with Session(self.engine) as session:
+            return [run_record(r) for r in session.scalars(query)]
+
+    def children(self, run_id: str) -> list[RunRecord]:
+        """The runs of child workflows that steps of ``run_id`` started, oldest first."""
+        query = (
+            select(WorkflowRun)
+            .where(
+                WorkflowRun.parent_run_id == uuid.UUID(str(run_id)),
+                WorkflowRun.parent_step_id.is_not(None),
+            )
+            .order_by(WorkflowRun.created_at)
+        )
         with Session(self.engine) as session:
             return [run_record(r) for r in session.scalars(query)]
 

@@ -1,0 +1,81 @@
+"""What a run's end sets off: its workflow's ``on_failure`` task, and its parent step's end.
+
+Every path that records a run's end announces it (the history writer, a deadline, the
+reconciler, a cancel) and calls :func:`on_run_ended` before the run's results are freed.
+
+- A failed run's workflow ``on_failure`` task is published once: a marker in Redis (taken with
+  NX) lets only the first announcement publish it. It is called with
+  ``{"run_id", "workflow", "step", "error"}``; the run stays ``failed`` whatever it does.
+- A child workflow's run keeps its parent step's message context beside its results
+  (:data:`PARENT`); its end publishes that message again with the child's id, which ends the
+  parent step (``engine.children``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.core.spec import CHILD_TASK
+from orchestrator.engine.canvas import CTX_KEY
+from orchestrator.status import RunStatus
+
+if TYPE_CHECKING:
+    from orchestrator.engine.services import Services
+
+log = logging.getLogger("orchestrator.hooks")
+
+PARENT = "__parent__"
+"""The field of a child run's results that holds its parent step's message context."""
+MARK = "on_failure"
+KEEP_MARK = 7 * 86400.0
+"""How long the marker that the hook was published is kept (longer than any redelivery)."""
+
+
+def on_run_ended(rt: Services, run_id: str, status: str) -> None:
+    """Call before the run's state in Redis is freed (``RunStateStore.end``)."""
+    try:
+        parent = rt.state.stored(run_id, [PARENT]).get(PARENT)
+        if parent:
+            end_parent_step(rt.app, dict(parent), run_id)
+    except Exception:  # the parent is recovered by the reconciler once its wait lapses
+        log.exception("run %s ended: its parent step could not be told", run_id)
+    if status == RunStatus.FAILED:
+        on_run_failed(rt, run_id)
+
+
+def end_parent_step(app: Any, parent: dict[str, Any], child_id: str) -> None:
+    """Publish the parent step's message again (on the step's queue), with the child that
+    ended."""
+    options = {"queue": parent["queue"]} if parent.get("queue") else {}
+    ctx = {**parent, "child": child_id}
+    app.signature(CHILD_TASK, kwargs={CTX_KEY: ctx}, **options).apply_async()
+
+
+def on_run_failed(rt: Services, run_id: str) -> bool:
+    """Publish the run's workflow ``on_failure`` task, unless it has none or it was published;
+    True when this call published it. An error is logged: the run's end is recorded anyway."""
+    try:
+        return _publish(rt, run_id)
+    except Exception:
+        log.exception("run %s failed: its on_failure task could not be published", run_id)
+        return False
+
+
+def _publish(rt: Services, run_id: str) -> bool:
+    record = rt.history.get_run(run_id)
+    if record is None or record.status != RunStatus.FAILED:
+        return False
+    spec = rt.history.load_spec(record.workflow_version) or {}
+    hook = spec.get("on_failure")
+    if not hook or not rt.state.hold(run_id, MARK, KEEP_MARK):
+        return False
+    failure = {
+        "run_id": run_id,
+        "workflow": record.workflow,
+        "step": record.error_step,
+        "error": record.error,
+    }
+    rt.app.signature(str(hook), args=(failure,)).apply_async()
+    log.info("run %s failed: on_failure task %s published", run_id, hook)
+    return True

@@ -1,0 +1,119 @@
+"""Run-time shapes end to end on real Redis, PostgreSQL and a worker: conditions, on_failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from orchestrator import RunStatus, WorkflowFailed
+from tests.integration import shapes
+from tests.integration.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+MODULES = "tasks,tests.integration.workload,tests.integration.shapes"
+
+
+@pytest.fixture(scope="module")
+def shapes_worker(start_worker: Callable[..., Any]) -> Iterator[Any]:
+    worker = start_worker("shapes", env={"ORCHESTRATOR_TASK_MODULES": MODULES})
+    yield worker
+    worker.stop()
+
+
+def test_a_false_condition_skips_its_branch_and_the_join_runs(shapes_worker: Any) -> None:
+    run = shapes.BRANCHING.run({"value": 0.9, "mode": "strict"})
+
+    assert run.wait(timeout=30) == {"review": None, "publish": "published 0.9"}
+    assert run.status() == RunStatus.SUCCEEDED
+    assert {s.step_id: s.status for s in run.steps()} == {
+        "score": "succeeded",
+        "review": "skipped",
+        "publish": "succeeded",
+        "report": "succeeded",
+    }
+
+
+def test_on_failure_is_called_once_and_the_run_stays_failed(
+    shapes_worker: Any, servers: dict[str, str]
+) -> None:
+    client = redis.Redis.from_url(servers["ORCHESTRATOR_REDIS_URL"])
+    client.delete(shapes.HOOK_KEY)
+
+    run = shapes.FAILING.run({"value": 0.5})
+
+    with pytest.raises(WorkflowFailed):
+        run.wait(timeout=30)
+    calls = eventually(lambda: client.lrange(shapes.HOOK_KEY, 0, -1), 20, "on_failure")
+    assert [json.loads(c) for c in calls] == [
+        {
+            "run_id": run.id,
+            "workflow": "shapes_failing",
+            "step": "score",
+            "error": "RuntimeError: cannot score 0.5",
+        }
+    ]
+    assert run.status() == RunStatus.FAILED
+
+
+def _fan_out(count: int, timeout: float) -> tuple[Any, float]:
+    started = time.monotonic()
+    run = shapes.FAN_OUT.run({"count": count})
+    output = run.wait(timeout=timeout)
+    assert output == {"count": count, "sum": sum(n * n for n in range(count))}
+    return run, time.monotonic() - started
+
+
+def test_for_each_maps_items_with_messages_that_do_not_grow(
+    shapes_worker: Any, published: Callable[[], list[tuple[str, int]]]
+) -> None:
+    run, _ = _fan_out(100, 30)
+    largest_100 = max(size for _, size in published())
+    steps = {s.step_id: s for s in run.steps()}
+    assert len(steps) == 3 + 100
+    assert steps["square[7]"].status == "succeeded" and steps["square[7]"].result == 49
+    assert steps["square"].result == [n * n for n in range(100)]
+
+    many = int(os.environ.get("ORCHESTRATOR_TEST_ITEMS", "2000"))  # 10000 to measure
+    run, seconds = _fan_out(many, 300)
+    largest = max(size for _, size in published())
+    print(
+        f"\n{many} items: {seconds:.1f}s; largest message: {largest_100} B with 100 items, "
+        f"{largest} B with {many}"
+    )
+    assert largest <= largest_100 + 64  # only the digits of the index and the count
+
+
+def test_a_child_workflow_per_item_ends_its_parent_step_with_the_outputs(
+    shapes_worker: Any,
+) -> None:
+    run = shapes.PER_CUSTOMER.run({"count": 3})
+
+    assert run.wait(timeout=30) == 30
+    children = run.children()
+    assert sorted(c.record().parent_step_id or "" for c in children) == [
+        "bill[0]",
+        "bill[1]",
+        "bill[2]",
+    ]
+    assert all(c.status() == RunStatus.SUCCEEDED for c in children)
+    assert {c.record().parent_run_id for c in children} == {run.id}
+
+
+def test_cancelling_a_parent_cancels_its_child(shapes_worker: Any) -> None:
+    run = shapes.SLOW_CHILD.run({"customer": "x", "amount": 1, "seconds": 5.0})
+    [child] = eventually(run.children, 20, "the child run")
+    eventually(lambda: child.status() == RunStatus.RUNNING, 20, "the child to run")
+
+    run.cancel()
+
+    assert child.status() == RunStatus.CANCELLED
+    with pytest.raises(WorkflowFailed):
+        run.wait(timeout=10)
+    assert run.status() == RunStatus.CANCELLED
