@@ -19,7 +19,8 @@ from orchestrator.core import registry
 from orchestrator.core.graph_drawing import to_png, to_svg
 from orchestrator.core.graph_layout import GraphNode
 from orchestrator.core.graph_text import to_dot, to_mermaid, to_text
-from orchestrator.core.spec import StepSpec, WorkflowSpec, check_tasks
+from orchestrator.core.spec import StepSpec, WorkflowSpec
+from orchestrator.core.task_checks import check_tasks
 from orchestrator.engine.services import CeleryCatalog
 from orchestrator.engine.submit import resolve
 from orchestrator.errors import OrchestratorError, ValidationError

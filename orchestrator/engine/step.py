@@ -14,7 +14,6 @@ One Redis round trip before the call and one after; history goes to the batched 
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import traceback as tb
@@ -25,11 +24,10 @@ from celery.exceptions import Ignore
 
 from orchestrator.codec import UnencodableValue, encode
 from orchestrator.context import RunContext, reset_current, set_current
-from orchestrator.core.backoff import RetryPolicy
-from orchestrator.core.breaker import BreakerConfig
 from orchestrator.core.planner import Plan, StepPlan
-from orchestrator.core.spec import StepSpec, WorkflowSpec
+from orchestrator.core.spec import WorkflowSpec
 from orchestrator.engine.apart import ended_apart
+from orchestrator.engine.calling import effective_policy, guarded, signature_of
 from orchestrator.engine.canvas import item_input, record_id
 from orchestrator.engine.children import waiting_owner
 from orchestrator.engine.conditions import SKIPPED, is_skipped
@@ -53,7 +51,6 @@ from orchestrator.engine.finish import (
 )
 from orchestrator.engine.leases import holder_is_dead
 from orchestrator.engine.services import PlanKey, Services, services_of
-from orchestrator.ports import BreakerStore
 from orchestrator.records import Claim, Lease, StepEvent
 from orchestrator.status import RunStatus, StepStatus
 
@@ -61,34 +58,6 @@ if TYPE_CHECKING:
     from orchestrator.engine.task import StepTask
 
 log = logging.getLogger("orchestrator.step")
-
-
-def effective_policy(task: StepTask, step: StepSpec) -> RetryPolicy | None:
-    """The task's ``@retry`` policy with the step's ``retry`` overrides."""
-    if step.retry is None:
-        return task.retry_policy
-    base = task.retry_policy or RetryPolicy()
-    return base.merged(**step.retry.model_dump())
-
-
-def signature_of(task: StepTask) -> inspect.Signature:
-    """The task function's signature, computed once per task."""
-    found: inspect.Signature | None = task.__dict__.get("_orchestrator_signature")
-    if found is None:
-        found = inspect.signature(task.run)
-        task.__dict__["_orchestrator_signature"] = found
-    return found
-
-
-def guarded(store: BreakerStore, cfg: BreakerConfig, trial: bool, call: Any) -> Any:
-    """Call ``call`` and report its outcome to the breaker ``cfg``."""
-    try:
-        result = call()
-    except Exception as exc:
-        store.report(cfg, ok=not cfg.counts(exc), trial=trial)
-        raise
-    store.report(cfg, ok=True, trial=trial)
-    return result
 
 
 class Step:

@@ -14,7 +14,8 @@ from typing import Any
 from orchestrator.core import registry
 from orchestrator.core.planner import Plan, build_plan
 from orchestrator.core.shape_checks import check_children
-from orchestrator.core.spec import WorkflowSpec, check_inputs, check_tasks
+from orchestrator.core.spec import WorkflowSpec
+from orchestrator.core.task_checks import check_inputs, check_tasks
 from orchestrator.engine.canvas import CanvasBuilder, task_id
 from orchestrator.engine.hooks import PARENT
 from orchestrator.engine.services import PlanKey, Services

@@ -13,11 +13,12 @@ from celery import Task
 
 from orchestrator.core.backoff import RetryPolicy
 from orchestrator.core.breaker import BreakerConfig
+from orchestrator.engine.calling import guarded
 from orchestrator.engine.canvas import CTX_KEY
 from orchestrator.engine.failure import unplannable
 from orchestrator.engine.request import StepRequest
 from orchestrator.engine.services import services_of
-from orchestrator.engine.step import Step, guarded
+from orchestrator.engine.step import Step
 from orchestrator.errors import CircuitOpenError, ServiceUnavailable
 
 

@@ -38,6 +38,7 @@ from typing import Any
 
 import redis
 from kombu.exceptions import ChannelError
+from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.core.spec import WorkflowSpec
@@ -126,9 +127,13 @@ class Reconciler:
     def _output(self, run_id: str) -> Any:
         record = self.rt.history.get_run(run_id)
         data = self.rt.history.load_spec(record.workflow_version) if record else None
-        if data is None:
+        try:
+            sinks = WorkflowSpec.model_validate(data).sinks if data else []
+        except ValidationError:  # a spec this version cannot read: the run ends without output
+            log.warning("run %s: its stored spec is not valid; finished without output", run_id)
             return None
-        sinks = WorkflowSpec.model_validate(data).sinks
+        if not sinks:
+            return None
         results = {s.step_id: s.result for s in self.rt.history.get_steps(run_id)}
         return results[sinks[0]] if len(sinks) == 1 else {s: results[s] for s in sinks}
 

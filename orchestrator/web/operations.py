@@ -73,8 +73,7 @@ class Operations:
         active = inspect.active() or {}
         queues = inspect.active_queues() or {}
         return Workers(
-            source="celery inspect (no worker registry yet): the workers that answered "
-            f"within {INSPECT_TIMEOUT:g}s",
+            source=f"celery inspect: the workers that answered within {INSPECT_TIMEOUT:g}s",
             workers=[
                 Worker(
                     name=name,

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from orchestrator.core import registry
-from orchestrator.core.spec import WorkflowSpec, check_inputs, check_tasks, parse_spec
+from orchestrator.core.spec import WorkflowSpec, parse_spec
+from orchestrator.core.task_checks import check_inputs, check_tasks
 from orchestrator.errors import (
     CycleError,
     DuplicateStepError,
@@ -231,7 +232,7 @@ def test_a_task_of_a_module_merely_named_like_celery_is_a_step(catalog: FakeCata
 @pytest.mark.parametrize("source", ["python", "yaml"])
 def test_a_step_retry_overrides_only_the_fields_it_names(source: str) -> None:
     from orchestrator.core.backoff import RetryPolicy
-    from orchestrator.engine.step import effective_policy
+    from orchestrator.engine.calling import effective_policy
 
     # Given a task whose @retry retries ConnectionError only, 0.5 s apart, without jitter
     own = RetryPolicy(max_attempts=2, base_delay=0.5, jitter=False, on=(ConnectionError,))
