@@ -106,3 +106,35 @@ PER_CUSTOMER = (
     .step("total", billed, after="bill")
 )
 SLOW_CHILD = Workflow("shapes_slow_child").step("bill", workflow="shapes_bill_one", kwargs={})
+
+FRAGILE_KEY = "test:shapes:fragile"
+
+
+@task
+def plus_one(n: int) -> int:
+    return n + 1
+
+
+@task
+def fragile(n: int) -> int:
+    """Fails for item 3 until the test mends it; counts each call per item."""
+    client = _redis()
+    client.hincrby(f"{FRAGILE_KEY}:calls", str(n), 1)
+    if n == 3 and not client.exists(FRAGILE_KEY):
+        raise RuntimeError("item 3 is broken")
+    return n
+
+
+MAP_OVER_MAP = (
+    Workflow("shapes_map_over_map")
+    .step("list", numbers)
+    .step("square", square, for_each="list")
+    .step("plus_one", plus_one, for_each="square")
+    .step("tally", tally, after="plus_one")
+)
+FRAGILE = (
+    Workflow("shapes_fragile")
+    .step("list", numbers)
+    .step("item", fragile, for_each="list")
+    .step("tally", tally, after="item")
+)

@@ -117,3 +117,45 @@ def test_cancelling_a_parent_cancels_its_child(shapes_worker: Any) -> None:
     with pytest.raises(WorkflowFailed):
         run.wait(timeout=10)
     assert run.status() == RunStatus.CANCELLED
+
+
+def test_a_map_over_a_map_and_an_empty_list(shapes_worker: Any) -> None:
+    run = shapes.MAP_OVER_MAP.run({"count": 4})
+    assert run.wait(timeout=30) == {"count": 4, "sum": sum(n * n + 1 for n in range(4))}
+    steps = {s.step_id: s for s in run.steps()}
+    assert steps["plus_one"].result == [1, 2, 5, 10] and steps["plus_one[3]"].result == 10
+
+    empty = shapes.MAP_OVER_MAP.run({"count": 0})
+    assert empty.wait(timeout=30) == {"count": 0, "sum": 0}
+    assert {s.step_id for s in empty.steps()} == {"list", "square", "plus_one", "tally"}
+
+
+def test_retry_reruns_only_the_items_that_did_not_succeed(
+    shapes_worker: Any, servers: dict[str, str]
+) -> None:
+    client = redis.Redis.from_url(servers["ORCHESTRATOR_REDIS_URL"])
+    client.delete(shapes.FRAGILE_KEY, f"{shapes.FRAGILE_KEY}:calls")
+    run = shapes.FRAGILE.run({"count": 6})
+    with pytest.raises(WorkflowFailed):
+        run.wait(timeout=30)
+
+    client.set(shapes.FRAGILE_KEY, 1)  # mend item 3
+    retried = run.retry()
+
+    assert retried.wait(timeout=30) == {"count": 6, "sum": 15}
+    calls = {int(k): int(v) for k, v in client.hgetall(f"{shapes.FRAGILE_KEY}:calls").items()}
+    # item 3 ran twice (failed, then retried); the others that succeeded ran once, and none of
+    # those the failure stopped before they started ran more than once
+    assert calls[3] == 2 and all(calls[n] == 1 for n in calls if n != 3)
+
+
+def test_pausing_a_parent_pauses_its_child(shapes_worker: Any) -> None:
+    run = shapes.SLOW_CHILD.run({"customer": "x", "amount": 1, "seconds": 2.0})
+    [child] = eventually(run.children, 20, "the child run")
+
+    run.pause()
+
+    assert child.status() == RunStatus.PAUSED
+    run.resume()
+    assert run.wait(timeout=30) == {"customer": "x", "billed": 10}
+    assert child.status() == RunStatus.SUCCEEDED
