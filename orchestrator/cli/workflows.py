@@ -19,11 +19,12 @@ from orchestrator.core import registry
 from orchestrator.core.graph_drawing import to_png, to_svg
 from orchestrator.core.graph_layout import GraphNode
 from orchestrator.core.graph_text import to_dot, to_mermaid, to_text
+from orchestrator.core.shape_checks import check_children
 from orchestrator.core.spec import StepSpec, WorkflowSpec
 from orchestrator.core.task_checks import check_tasks
 from orchestrator.engine.services import CeleryCatalog
 from orchestrator.engine.submit import resolve
-from orchestrator.errors import OrchestratorError, ValidationError
+from orchestrator.errors import OrchestratorError, ValidationError, WorkflowNotFound
 
 FORMATS = ("mermaid", "dot", "svg", "png", "text")
 
@@ -89,7 +90,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if not args.path:
         print(f"checking ORCHESTRATOR_WORKFLOWS_PATH={paths[0]}", file=sys.stderr)
     files = [f for p in paths for f in _yaml_files(Path(p))]
-    results = [_check(file, rt.catalog) for file in files]
+    loaded = [_load(file) for file in files]  # all first: a child may be in a later file
+    results = [_check(file, found, rt.catalog) for file, found in zip(files, loaded, strict=True)]
     if args.json:
         emit_json(results)
     for r in results if not args.json else []:
@@ -103,11 +105,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if files and all(r["ok"] for r in results) else 1
 
 
-def _check(file: Path, catalog: CeleryCatalog) -> dict[str, Any]:
-    """One file's verdict: its workflow and steps, or what is wrong (workflow, step, reason)."""
+def _load(file: Path) -> WorkflowSpec | ValidationError:
     try:
-        spec = registry.load_file(file)
+        return registry.load_file(file)
+    except ValidationError as exc:
+        return exc
+
+
+def _registered(name: str) -> WorkflowSpec | None:
+    try:
+        return registry.get(name)
+    except WorkflowNotFound:
+        return None
+
+
+def _check(
+    file: Path, loaded: WorkflowSpec | ValidationError, catalog: CeleryCatalog
+) -> dict[str, Any]:
+    """One file's verdict: its workflow and steps, or what is wrong (workflow, step, reason):
+    its tasks, and the child workflows its steps run (registered, no cycle)."""
+    try:
+        if isinstance(loaded, ValidationError):
+            raise loaded
+        spec = loaded
         check_tasks(spec, catalog)
+        check_children(spec, _registered)
     except ValidationError as exc:
         return {
             "file": str(file),

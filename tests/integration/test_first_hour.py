@@ -303,3 +303,28 @@ def test_a_closed_pipe_ends_the_command_quietly(servers: dict[str, str]) -> None
     proc.stdout.close()  # as `| head -0` would
     assert proc.wait(timeout=60) == 141
     assert proc.stderr.read() == b""
+
+
+def test_validate_follows_child_workflows(
+    tmp_path: Path, servers: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a parent whose child is in a later file, one naming an unknown child, and a loop
+    (tmp_path / "a_parent.yaml").write_text(
+        "name: fh_parent\nsteps:\n  - {id: one, workflow: fh_zchild}\n"
+    )
+    (tmp_path / "b_missing.yaml").write_text(
+        "name: fh_orphan\nsteps:\n  - {id: one, workflow: fh_nowhere}\n"
+    )
+    (tmp_path / "c_loop.yaml").write_text(
+        "name: fh_loop\nsteps:\n  - {id: one, workflow: fh_loop}\n"
+    )
+    (tmp_path / "z_child.yaml").write_text(
+        "name: fh_zchild\nsteps:\n  - {id: one, task: tasks.etl.extract}\n"
+    )
+
+    code, out, _ = cli(capsys, "validate", str(tmp_path))
+
+    lines = {Path(line.split()[1].rstrip(":")).name: line for line in out.splitlines()}
+    assert code == 1 and lines["a_parent.yaml"].startswith("ok ")
+    assert "runs workflow 'fh_nowhere', which is not registered" in lines["b_missing.yaml"]
+    assert "fh_loop -> fh_loop" in lines["c_loop.yaml"]
