@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from orchestrator.core.spec import WorkflowSpec
-from orchestrator.engine.hooks import on_run_ended
+from orchestrator.engine.hooks import cancel_run
 from orchestrator.engine.services import Services
 from orchestrator.engine.submit import Submission, submit
 from orchestrator.errors import InvalidTransition, RunNotFound, ServiceUnavailable, WorkflowFailed
@@ -80,23 +80,11 @@ class RunHandle:
         )
 
     def cancel(self, reason: str = "cancelled by request") -> bool:
-        """Cancel the run: nothing new starts; running steps finish. False if it had ended."""
+        """Cancel the run and its unfinished children: nothing new starts; running steps
+        finish. False if it had ended."""
         if self.record().status.terminal:
             return False
-        self._rt.state.set_flag(self.id, RunStatus.CANCELLED)
-        if not self._rt.history.cancel_run(self.id, reason):
-            return False
-        self._rt.state.resume(self.id)  # parked messages of a paused run are dropped
-        self._rt.history.add_event(self.id, "cancelled", reason)
-        pending = self._rt.history.unfinished_task_ids(self.id)
-        if pending:
-            self._rt.app.control.revoke(pending)
-        self._rt.state.notify_done(self.id, RunStatus.CANCELLED)
-        on_run_ended(self._rt, self.id, RunStatus.CANCELLED)
-        self._rt.state.end(self.id, RunStatus.CANCELLED)
-        for child in self.children():
-            child.cancel(f"parent run {self.id} cancelled")
-        return True
+        return cancel_run(self._rt, self.id, reason)
 
     def children(self) -> list[RunHandle]:
         """The runs of child workflows that this run's steps started, oldest first."""

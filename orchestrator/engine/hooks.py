@@ -9,6 +9,7 @@ reconciler, a cancel) and calls :func:`on_run_ended` before the run's results ar
 - A child workflow's run keeps its parent step's message context beside its results
   (:data:`PARENT`); its end publishes that message again with the child's id, which ends the
   parent step (``engine.children``).
+- A failed or cancelled run cancels its children that have not ended (:func:`cancel_run`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,34 @@ def on_run_ended(rt: Services, run_id: str, status: str) -> None:
         log.exception("run %s ended: its parent step could not be told", run_id)
     if status == RunStatus.FAILED:
         on_run_failed(rt, run_id)
+        _cancel_children(rt, run_id, f"parent run {run_id} failed")
+
+
+def cancel_run(rt: Services, run_id: str, reason: str) -> bool:
+    """Cancel a run and then its children that have not ended: nothing new starts, running
+    steps finish, parked messages are dropped. False if it had ended meanwhile."""
+    rt.state.set_flag(run_id, RunStatus.CANCELLED)
+    if not rt.history.cancel_run(run_id, reason):
+        return False
+    rt.state.resume(run_id)  # parked messages of a paused run are dropped
+    rt.history.add_event(run_id, "cancelled", reason)
+    pending = rt.history.unfinished_task_ids(run_id)
+    if pending:
+        rt.app.control.revoke(pending)
+    rt.state.notify_done(run_id, RunStatus.CANCELLED)
+    on_run_ended(rt, run_id, RunStatus.CANCELLED)
+    rt.state.end(run_id, RunStatus.CANCELLED)
+    _cancel_children(rt, run_id, f"parent run {run_id} cancelled")
+    return True
+
+
+def _cancel_children(rt: Services, run_id: str, reason: str) -> None:
+    try:
+        for child in rt.history.children(run_id):
+            if not child.status.terminal:
+                cancel_run(rt, child.id, reason)
+    except Exception:  # each child still ends: its own deadline, or the reconciler
+        log.exception("run %s ended: its children could not be cancelled", run_id)
 
 
 def end_parent_step(app: Any, parent: dict[str, Any], child_id: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,24 @@ def test_a_child_that_cannot_take_its_inputs_fails_the_step_naming_it() -> None:
     assert run.status() == RunStatus.FAILED
     step = next(s for s in run.steps() if s.step_id == "bill")
     assert "cannot start" in (step.error or "") and "child_bill_one" in (step.error or "")
+
+
+@task
+def refuse(customer: str, amount: int) -> None:
+    raise PermissionError(f"{customer} may not be billed")
+
+
+def test_a_failed_parent_cancels_its_child_that_has_not_ended(engine: Engine) -> None:
+    _ = BILL_ONE.spec
+    wf = Workflow("child_orphaned").step("bill", workflow=BILL_ONE).step("check", refuse)
+    run = engine.start(wf, {"customer": "x", "amount": 1})
+    started = engine.take()
+    started["bill"].execute()  # starts the child, which has not run yet
+    [child] = run.children()
+
+    with contextlib.suppress(PermissionError):
+        started["check"].execute()  # fails for good: the run fails
+
+    assert run.status() == RunStatus.FAILED
+    assert child.status() == RunStatus.CANCELLED
+    assert any("parent run" in (detail or "") for _, kind, detail in child.events())
