@@ -5,13 +5,16 @@ long, the error or what the step waits for, and its task's page in Flower where 
 task: never for a step that was not executed, i.e. skipped, cancelled or carried over from the
 run it retries), each attempt with its worker, times and error, the traceback of each failed
 step's last attempt, what the steps that have not started wait for, the run's events and its
-DAG. Long inputs and outputs are shortened unless ``--full``, which also shows every traceback.
+DAG. Long inputs and outputs are shortened unless ``--full``, which also shows every traceback
+and every item of a ``for_each`` step (without it, only the items that did not succeed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+from collections import Counter
 from typing import Any
 
 from orchestrator.app import default_services
@@ -34,6 +37,8 @@ from orchestrator.status import StepStatus
 from orchestrator.stores.redis.workers import WorkerRegistry
 
 SHORT = 300  # characters of inputs and output shown without --full
+ITEM = re.compile(r".+\[\d+\]")  # a for_each item's step id: parse[7]
+ITEMS_LISTED = 10  # items that did not succeed, listed without --full
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,7 +46,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "show", help="a run's inputs, output, steps, attempts, tracebacks, waits and DAG"
     )
     show.add_argument("run_id", help="a run id, or a prefix of it that no other run shares")
-    show.add_argument("--full", action="store_true", help="whole inputs, output and tracebacks")
+    show.add_argument(
+        "--full",
+        action="store_true",
+        help="whole inputs, output and tracebacks, and every for_each item",
+    )
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(handler=cmd_show)
 
@@ -63,6 +72,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
     _run_lines(record, args.full)
     waiting = {w.step_id: w for w in waits or []}
+    shown, hidden = _visible(steps, args.full)
     rows = [
         (
             s.step_id,
@@ -73,13 +83,17 @@ def cmd_show(args: argparse.Namespace) -> int:
             _note(s, waiting.get(s.step_id)),
             flower_link(s),
         )
-        for s in steps
+        for s in shown
     ]
     print()
     print(
         table(["step", "task", "status", "attempts", "took", "error / waits for", "flower"], rows)
     )
-    _attempts(steps)
+    if hidden:
+        counts = Counter(str(s.status) for s in hidden)
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        print(f"({len(hidden)} for_each items not listed: {summary}; --full lists them)")
+    _attempts(shown)
     _waits(waits)
     _tracebacks(steps, args.full)
     children = [c.record() for c in handle.children()]
@@ -129,6 +143,19 @@ def _note(step: StepRecord, waiting: Waiting | None) -> str | None:
     if waiting is not None:
         return shorten(f"{waiting.reason}: {waiting.detail}", 70)
     return shorten(step.error, 60) if step.error else None
+
+
+def _visible(steps: list[StepRecord], full: bool) -> tuple[list[StepRecord], list[StepRecord]]:
+    """The steps to list, and the items left out: without ``--full``, a ``for_each`` step's
+    items are listed only when they did not succeed (at most :data:`ITEMS_LISTED`); the mapped
+    step's row and the graph give their counts."""
+    if full:
+        return steps, []
+    notable = [s for s in steps if ITEM.fullmatch(s.step_id) and s.status != StepStatus.SUCCEEDED]
+    listed = {s.step_id for s in notable[:ITEMS_LISTED]}
+    shown = [s for s in steps if not ITEM.fullmatch(s.step_id) or s.step_id in listed]
+    hidden = [s for s in steps if ITEM.fullmatch(s.step_id) and s.step_id not in listed]
+    return shown, hidden
 
 
 def _attempts(steps: list[StepRecord]) -> None:

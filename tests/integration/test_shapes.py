@@ -159,3 +159,19 @@ def test_pausing_a_parent_pauses_its_child(shapes_worker: Any) -> None:
     run.resume()
     assert run.wait(timeout=30) == {"customer": "x", "billed": 10}
     assert child.status() == RunStatus.SUCCEEDED
+
+
+def test_show_lists_a_fan_out_once_with_its_item_counts(
+    shapes_worker: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator.cli import main
+
+    run = shapes.FAN_OUT.run({"count": 20})
+    run.wait(timeout=30)
+
+    assert main(["show", run.id]) == 0
+    out = capsys.readouterr().out
+    assert "(20 for_each items not listed: 20 succeeded; --full lists them)" in out
+    assert "square[7]" not in out and "20/20 items" in out
+    assert main(["show", run.id, "--full"]) == 0
+    assert "square[19]" in capsys.readouterr().out
