@@ -1,0 +1,62 @@
+"""Steps and workflows of the fault suite's run-time shapes (``test_shapes_faults.py``).
+
+A worker of those tests imports this module as well as ``tests.faults.effects``
+(``ORCHESTRATOR_TASK_MODULES=SHAPES_TASK_MODULES``), so the child workflow is registered by name
+in the worker process, where a parent's ``workflow=`` step looks it up. Every step here writes its
+effect once per ``current_run.idempotency_key`` and counts its execution, like ``effects``'s.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from orchestrator import Workflow, current_run, task
+from tests.faults import effects
+from tests.faults.effects import _write
+
+SHAPES_TASK_MODULES = "tests.faults.effects,tests.faults.shapes"
+
+
+@task
+def items(*args: Any, count: int = 1000, **kwargs: Any) -> list[int]:
+    """Write the step's effect; the list a ``for_each`` step maps: ``0 .. count-1``."""
+    _write(effect=True)
+    return list(range(count))
+
+
+@task
+def sink(values: Any, **kwargs: Any) -> int:
+    """Write the step's effect; how many values the parent step returned."""
+    _write(effect=True)
+    return len(values)
+
+
+@task
+def child_work(*args: Any, seconds: float = 2.0, **kwargs: Any) -> dict[str, Any]:
+    """Write the effect, take ``seconds`` (a step to be killed in); the child run's output."""
+    _write(effect=True)
+    time.sleep(seconds)
+    return {"child_run": current_run.run_id, "step": current_run.step_id}
+
+
+@task
+def prepare(*args: Any, seconds: float = 2.0, **kwargs: Any) -> dict[str, Any]:
+    """Write the effect; the child run's inputs."""
+    _write(effect=True)
+    return {"seconds": seconds}
+
+
+FAN_OUT = (
+    Workflow("faults_shapes_fan_out")
+    .step("list", items)
+    .step("work", effects.effect, for_each="list", kwargs={"sleep": 0.01})
+    .step("sink", sink, after="work")
+)
+CHILD = Workflow("faults_shapes_child").step("work", child_work)
+PARENT = (
+    Workflow("faults_shapes_parent")
+    .step("prepare", prepare)
+    .step("child", workflow="faults_shapes_child", after="prepare")
+    .step("sink", effects.passthrough, after="child")
+)
