@@ -36,7 +36,7 @@ demo: $(STAMP)
 	@echo "the CLI: $(BIN)/orchestrator --help (or source $(VENV)/bin/activate, then orchestrator --help)"
 
 test: $(STAMP)
-	FAULTS=1 $(BIN)/pytest -q $(PYTEST_ARGS)
+	BIN=$(BIN) bash scripts/test.sh $(PYTEST_ARGS)
 
 dev: $(STAMP)
 	$(BIN)/orchestrator dev $(DEV_ARGS)

@@ -16,7 +16,19 @@ from typing import Any, TypeVar, cast, overload
 
 from celery import Celery, signals
 
-from orchestrator.engine import child_task  # noqa: F401  (registers the framework's own task)
+from orchestrator.core.priorities import (
+    DEFAULT,
+    HIGHEST,
+    REDIS_PRIORITY_STEPS,
+    broker_priority,
+    reversed_by,
+)
+from orchestrator.engine import (
+    child_task,  # noqa: F401  (registers the framework's own task)
+    publishing,
+    queued,  # noqa: F401  (registers the start of queued runs)
+    wait_task,  # noqa: F401  (registers sleep/wait_for's task)
+)
 from orchestrator.engine.event_loop import blocking
 from orchestrator.engine.services import Adapters, Services, bind, services_of
 from orchestrator.engine.task import StepTask
@@ -25,10 +37,16 @@ from orchestrator.ports import RunHistory, RunStateStore
 from orchestrator.records import Ended
 from orchestrator.settings import Settings, get_settings
 from orchestrator.stores.postgres.store import HistoryStore
+from orchestrator.stores.postgres.waits import PostgresWaits
 from orchestrator.stores.postgres.writer import HistoryWriter
 from orchestrator.stores.redis.breakers import RedisBreakerStore
+from orchestrator.stores.redis.context import RedisRunContext
 from orchestrator.stores.redis.delays import DelayedMessages
+from orchestrator.stores.redis.queue_timeouts import QueueTimeouts
+from orchestrator.stores.redis.rate_limits import RedisRateLimits
 from orchestrator.stores.redis.runs import RunState
+from orchestrator.stores.redis.slots import RedisSlots
+from orchestrator.stores.redis.workers import WorkerRegistry
 
 F = TypeVar("F", bound=Callable[..., Any])
 _default: Celery | None = None
@@ -61,16 +79,30 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "redis_socket_timeout": 5.0,
         "redis_socket_connect_timeout": 5.0,
-        "broker_transport_options": visibility,
+        "broker_transport_options": {**visibility, **priority_transport(settings)},
         "result_backend_transport_options": visibility,
         "worker_hijack_root_logger": False,
         "enable_utc": True,
+        **priority_config(settings),
         **(
             {"worker_concurrency": settings.worker_concurrency}
             if settings.worker_concurrency
             else {}
         ),
     }
+
+
+def priority_transport(settings: Settings) -> dict[str, Any]:
+    """On Redis, one list per priority 0..9 (kombu's default has four); Flower reads it too."""
+    return {"priority_steps": REDIS_PRIORITY_STEPS} if reversed_by(settings.broker_url) else {}
+
+
+def priority_config(settings: Settings) -> dict[str, Any]:
+    """Priorities as each broker reads them (``core.priorities``): a message published with no
+    priority is priority 0 on Redis as on RabbitMQ (whose queues get ``x-max-priority``)."""
+    if reversed_by(settings.broker_url):
+        return {"task_default_priority": broker_priority(DEFAULT, reverse=True)}
+    return {"task_queue_max_priority": HIGHEST} if settings.priority_queues else {}
 
 
 def redis_postgres(settings: Settings) -> Adapters:
@@ -97,6 +129,12 @@ def redis_postgres(settings: Settings) -> Adapters:
         state=state,
         breakers=lambda s: RedisBreakerStore(_client(s)),
         delays=lambda s: DelayedMessages(_client(s)),
+        rate_limits=lambda s: RedisRateLimits(_client(s)),
+        slots=lambda s: RedisSlots(_client(s)),
+        contexts=lambda s: RedisRunContext(_client(s), settings.result_expires),
+        workers=lambda s: WorkerRegistry(_client(s)),
+        waits=lambda h: PostgresWaits(cast(HistoryStore, h)),
+        queue_timeouts=lambda s: QueueTimeouts(_client(s)),
         writer=writer,
     )
 
@@ -121,6 +159,7 @@ def create_app(
     app.conf.update(overrides)
     services = Services(settings, app, adapters or redis_postgres(settings))
     bind(app, services)
+    publishing.install(app, services)  # priorities and queue timeouts of what Celery publishes
     # weak references to bound methods: a test's app and its services can be collected
     signals.worker_process_init.connect(services.after_fork)
     signals.worker_process_shutdown.connect(services.close)

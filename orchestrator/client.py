@@ -11,12 +11,14 @@ from typing import Any
 from celery import Celery
 
 from orchestrator.app import default_services
+from orchestrator.core.priorities import check_priority
 from orchestrator.core.spec import WorkflowSpec
 from orchestrator.engine.handle import RunHandle
 from orchestrator.engine.submit import Submission, resolve, submit
 from orchestrator.errors import OrchestratorError, RunNotFound
+from orchestrator.ops.workers import list_workers
 from orchestrator.ports import RunHistory
-from orchestrator.records import RunQuery, RunRecord
+from orchestrator.records import RunQuery, RunRecord, WorkerInfo
 from orchestrator.status import RunStatus, Trigger
 
 PREFIX_CANDIDATES = 10  # an ambiguous run id prefix lists at most this many runs
@@ -29,21 +31,27 @@ def run_workflow(
     idempotency_key: str | None = None,
     correlation_id: str | None = None,
     tenant_id: str | None = None,
+    priority: int | None = None,
     trigger: Trigger | str = Trigger.API,
     app: Celery | None = None,
 ) -> RunHandle:
     """Start a run of ``workflow`` (a ``Workflow``, spec, or registered name); returns its handle.
 
     Two calls with one ``idempotency_key`` start one run; both return its handle.
+    ``priority``: 0 (lowest, the default) .. 9: its steps' messages go ahead of lower ones
+    waiting in the same queue (a step's own ``priority`` wins); another value raises
+    ``PriorityError``.
     """
     services = default_services(app)
     spec = resolve(services, workflow)
+    check_priority(priority, spec.name)
     sub = Submission(
         inputs=dict(inputs or {}),
         trigger=Trigger(trigger),
         idempotency_key=idempotency_key,
         correlation_id=correlation_id,
         tenant_id=tenant_id,
+        priority=priority,
     )
     return RunHandle(submit(services, spec, sub), services)
 
@@ -88,3 +96,11 @@ def list_runs(
     return default_services(app).history.list_runs(
         workflow, RunStatus(status) if status else None, limit
     )
+
+
+def workers(*, app: Celery | None = None) -> list[WorkerInfo]:
+    """The workers heard from lately, by name: their host, pid, queues, concurrency, the steps
+    they run (``running``: run id and step id) and their last heartbeat. A worker silent for
+    more than ``LOST_AFTER`` seconds (15: three missed heartbeats) is listed with
+    ``state == "lost"``; after ``DROPPED_AFTER`` (10 minutes) it is no longer listed."""
+    return list_workers(default_services(app))

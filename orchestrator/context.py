@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+
+class ContextValues(Protocol):
+    """A run's shared context as a step sees it (``current_run.context``): JSON values by key,
+    shared by every step of the run (``orchestrator.engine.run_context``)."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+    def set(self, key: str, value: Any) -> None: ...
 
 
 @dataclass
@@ -22,6 +30,23 @@ class RunContext:
     """The item this call of a ``for_each`` step maps (None outside one)."""
     item_index: int | None = None
     """The item's position in the list it comes from (None outside a ``for_each``)."""
+    _context: ContextValues | None = field(default=None, repr=False)
+    _signals: Callable[[str], list[Any]] | None = field(default=None, repr=False)
+
+    def signals(self, name: str) -> list[Any]:
+        """The payloads of the signals named ``name`` sent to this run so far, oldest first
+        (``run.signal(name, payload)``): a running step reads them again to be steered."""
+        if self._signals is None:
+            return []
+        return self._signals(name)
+
+    @property
+    def context(self) -> ContextValues:
+        """The run's shared context: ``get(key, default)`` and ``set(key, value)`` (a JSON
+        value; each set is atomic per key, and kept in the run's history)."""
+        if self._context is None:
+            raise RuntimeError("this step's run has no shared context")
+        return self._context
 
     @property
     def inputs(self) -> dict[str, Any]:

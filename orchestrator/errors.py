@@ -10,12 +10,20 @@ OrchestratorError
 │   ├── ScheduleError
 │   ├── ConditionError              a step's `when` does not parse or names an unknown value
 │   ├── ShapeError                  a `for_each` or child `workflow` that cannot run
+│   ├── RateLimitError              a step's `rate_limit` that cannot count (limit, period, key)
+│   ├── PriorityError               a run's or step's `priority` outside 0..9
+│   ├── ConcurrencyError            a workflow's `concurrency` (max_runs, on_limit, key) is wrong
 │   └── InputError
+│       └── ConcurrencyKeyError     the run's inputs give its concurrency key no value
 ├── WorkflowNotFound                no workflow is registered under that name
 ├── RunNotFound                     no run has that id
 ├── WorkflowFailed                  a run ended failed or cancelled (raised by ``RunHandle.wait``)
 ├── CircuitOpenError                a breaker is open and the function was called directly
 ├── InvalidTransition               a control action does not apply to the run's status
+├── QueueTimeout                    a step was not started within its `queue_timeout`
+├── NotScheduled                    pause, resume or backfill of a workflow without a schedule
+├── BackfillError                   a backfill range that is empty, reversed or too large
+├── ContextError                    a run context value that is not JSON, or a context too large
 └── ServiceUnavailable              the broker, Redis or PostgreSQL cannot be reached
 """
 
@@ -61,6 +69,22 @@ class ShapeError(ValidationError):
     not registered, a cycle through child workflows)."""
 
 
+class WaitError(ValidationError):
+    """A ``sleep`` or ``wait_for`` step that cannot wait: no signal name, a sleep that is not
+    a positive number of seconds, an ``on_timeout`` other than ``fail`` or ``skip``, or wait
+    options on a step that runs a task."""
+
+
+class RateLimitError(ValidationError):
+    """A step's ``rate_limit`` that cannot count: ``limit`` below 1, ``period`` not positive,
+    an empty ``key``, both or neither of ``key`` and ``key_expr``, or a ``key_expr`` that does
+    not parse as CEL over ``inputs``."""
+
+
+class PriorityError(ValidationError):
+    """A run's or step's ``priority`` that is not a whole number from 0 (lowest) to 9."""
+
+
 class CycleError(ValidationError):
     """The steps' dependencies form a cycle."""
 
@@ -81,6 +105,17 @@ class ScheduleError(ValidationError):
 
 class InputError(ValidationError):
     """The run's inputs do not fit the workflow's root steps, or are not JSON."""
+
+
+class ConcurrencyError(ValidationError):
+    """A workflow's ``concurrency``: ``max_runs`` below 1, an ``on_limit`` other than
+    ``queue``, ``cancel_newest`` or ``cancel_oldest``, or a ``key`` that does not parse as CEL
+    over ``inputs``."""
+
+
+class ConcurrencyKeyError(InputError):
+    """A run's concurrency key cannot be evaluated over its inputs (a missing field), or gives
+    something other than a string or a number; the run is not written."""
 
 
 class WorkflowNotFound(OrchestratorError):
@@ -136,6 +171,53 @@ class CircuitOpenError(OrchestratorError):
 
 class InvalidTransition(OrchestratorError):
     """A control action does not apply to the run in its current status."""
+
+
+class QueueTimeout(OrchestratorError):
+    """A step was not started within its ``queue_timeout`` of becoming ready: it failed for
+    good, and its run with it (recorded as the step's error; ``RunHandle.wait`` raises
+    ``WorkflowFailed`` naming it)."""
+
+    def __init__(
+        self, workflow: str, step: str, queue: str, waited: float, timeout: float, why: str
+    ) -> None:
+        self.workflow = workflow
+        self.step = step
+        self.queue = queue
+        self.waited = waited
+        super().__init__(
+            f"workflow {workflow!r}, step {step!r}: not started within its queue_timeout of "
+            f"{timeout:g}s (waited {waited:.1f}s on queue {queue!r}): {why}"
+        )
+
+
+class NotScheduled(OrchestratorError):
+    """Pause, resume or backfill of a workflow that has no ``schedule``."""
+
+    def __init__(self, workflow: str, action: str) -> None:
+        self.workflow = workflow
+        super().__init__(
+            f"workflow {workflow!r} has no schedule, so there is nothing to {action}; add "
+            "`schedule:` (cron or every) to it first"
+        )
+
+
+class BackfillError(OrchestratorError):
+    """A backfill that would start nothing sensible: a reversed range or too many fire times.
+    Nothing was started."""
+
+    def __init__(self, workflow: str, message: str) -> None:
+        self.workflow = workflow
+        super().__init__(f"backfill of {workflow!r}: {message}; nothing was started")
+
+
+class SignalError(OrchestratorError):
+    """A signal that cannot be sent: no name, or a payload that is not JSON data."""
+
+
+class ContextError(OrchestratorError):
+    """A run context key or value that cannot be kept: a key that is not a non-empty string, a
+    value that is not JSON data, or a context that would grow past its bound."""
 
 
 class ServiceUnavailable(OrchestratorError):

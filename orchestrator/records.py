@@ -43,6 +43,7 @@ class NewRun:
     parent_run_id: str | None = None
     done_steps: list[str] = field(default_factory=list)
     parent_step_id: str | None = None
+    priority: int | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,9 @@ class RunRecord:
     finished_at: datetime | None
     parent_step_id: str | None = None
     """The step of ``parent_run_id`` that started this run (a child workflow), or None."""
+    priority: int | None = None
+    """0 (lowest) .. 9 for its steps without one of their own (None: 0), kept so a recovered,
+    queued, retried or child run publishes at it too."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,12 @@ class StepRecord:
     celery_task_id: str
     queued_at: datetime | None
     attempt_log: list[AttemptRecord] = field(default_factory=list)
+    waiting_for: str | None = None
+    """Why the step has not ended and is not running: ``None`` (it runs, it waits for the
+    steps it runs after, or its run ended), or one of :data:`WAIT_REASONS`; computed when a
+    run's steps are read (``RunHandle.steps()``), from what Redis and history hold."""
+    waiting_detail: str | None = None
+    """What a person reads about the wait (``"breaker 'warehouse' open until 12:03:05"``)."""
 
     @property
     def duration(self) -> float | None:
@@ -192,6 +202,17 @@ class ScheduledRun:
         return self.status.terminal
 
 
+@dataclass(frozen=True)
+class ScheduleState:
+    """A workflow's schedule as beat's fire task left it: paused, and the last fire time it
+    handled (started, skipped or caught up; None before its first fire)."""
+
+    workflow: str
+    paused: bool = False
+    last_fire_time: datetime | None = None
+    updated_at: datetime | None = None
+
+
 # --- history: what workers write ---------------------------------------------
 
 
@@ -251,7 +272,19 @@ class DeadLetterEvent:
     traceback: str | None = None
 
 
-Event = StepEvent | SkipSteps | RunFinal | DeadLetterEvent
+@dataclass(frozen=True)
+class ContextEvent:
+    """A run's context after a ``current_run.context.set``: all of it (``context``, each
+    value Celery's JSON), with the ``version`` Redis gave that change; history keeps the
+    highest version it was handed, whatever order events of several workers arrive in."""
+
+    run_id: str
+    version: int
+    context: dict[str, str]
+    at: datetime
+
+
+Event = StepEvent | SkipSteps | RunFinal | DeadLetterEvent | ContextEvent
 Ended = tuple[str, RunStatus]  # a run whose end a batch of events recorded, and that end
 
 
@@ -274,3 +307,94 @@ class Claim:
     result: Any = None
     deliveries: int = 0
     parents: tuple[Any, ...] = ()
+
+
+# --- waiting and workers ----------------------------------------------------------
+
+WAIT_REASONS = (
+    "queue",
+    "retry_delay",
+    "breaker",
+    "rate_limit",
+    "concurrency",
+    "signal",
+    "sleep",
+    "paused",
+    "child_run",
+)
+"""What a step that has not ended can wait for (``StepRun.waiting_for``, design section 4)."""
+
+
+HEARTBEAT_EVERY = 5.0
+"""Seconds between two heartbeats of a worker (``orchestrator.ops.workers.Heartbeat``)."""
+LOST_AFTER = 3 * HEARTBEAT_EVERY
+"""A worker silent for longer than this (3 missed heartbeats) is listed ``lost``."""
+DROPPED_AFTER = 600.0
+"""A worker silent for longer than this is no longer listed at all."""
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker as its heartbeat describes it: node name, the queues it consumes, the tasks
+    it registered, its concurrency and pid, the steps it runs (``(run id, step id)`` pairs),
+    when it started and when it last wrote its heartbeat (its own clock).
+
+    ``lost``: it has not written a heartbeat for longer than :data:`LOST_AFTER` (measured by
+    Redis's clock): it died, hangs or
+    cannot reach Redis; ``silent_for`` is how many seconds it has been quiet. A lost worker's
+    steps are the reconciler's to recover once their leases lapse."""
+
+    name: str
+    queues: tuple[str, ...]
+    tasks: tuple[str, ...]
+    concurrency: int | None
+    pid: int
+    started_at: float
+    seen_at: float
+    running: tuple[tuple[str, str], ...] = ()
+    lost: bool = False
+    silent_for: float = 0.0
+
+    @property
+    def state(self) -> str:
+        """``live`` or ``lost``."""
+        return "lost" if self.lost else "live"
+
+    @property
+    def host(self) -> str:
+        """The host part of the node name (``worker1@host``)."""
+        return self.name.partition("@")[2] or self.name
+
+    def consumes(self, queue: str) -> bool:
+        return queue in self.queues
+
+    def has(self, task: str) -> bool:
+        return task in self.tasks
+
+
+@dataclass(frozen=True)
+class SignalRecord:
+    """A signal sent to a run (``run.signal``): kept in PostgreSQL from the moment it is sent,
+    so a ``wait_for`` reached later, or after Redis lost its data, still finds it."""
+
+    id: int
+    run_id: str
+    name: str
+    payload: Any
+    sender: str | None
+    size: int
+    """The payload's size in bytes, as JSON."""
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ParkedStep:
+    """A ``sleep`` or ``wait_for`` step that waits, holding no worker slot: what wakes it (the
+    time it is due, its signal) and the message that ends it once delivered again."""
+
+    run_id: str
+    step_id: str
+    signal: str | None
+    due: float | None
+    """When it is due, as a Unix time (a sleep's end, a ``wait_for``'s timeout), or None."""
+    message: dict[str, Any]

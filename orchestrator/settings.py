@@ -70,7 +70,19 @@ class Settings(BaseSettings):
     max_items: int = Field(
         10000, ge=0, description="Most items one for_each step maps over (a step's max_items wins)."
     )
+    context_max_bytes: int = Field(
+        65536,
+        ge=1,
+        description="Largest a run's context may grow (keys and JSON values, in bytes); a "
+        "`current_run.context.set` past it raises ContextError and writes nothing.",
+    )
     reconcile_interval: float = Field(5.0, description="Seconds between reconciler passes.")
+    priority_queues: bool = Field(
+        True,
+        description="On RabbitMQ, declare queues with x-max-priority=9 so run and step "
+        "priorities order them; false for queues declared before without it (RabbitMQ refuses "
+        "to declare a queue again with other arguments: PRECONDITION_FAILED).",
+    )
     stall_timeout: float = Field(
         300,
         description="A run with nothing running and nothing finishing for this long, "

@@ -43,7 +43,6 @@ from orchestrator.settings import Settings
 from orchestrator.status import StepStatus
 from orchestrator.stores.redis import kombu_fixes
 from orchestrator.stores.redis.checks import check_eviction_policies
-from orchestrator.stores.redis.workers import WorkerRegistry
 
 FLOWER_AUTH_VAR = "ORCHESTRATOR_FLOWER_BASIC_AUTH"
 FLOWER_HOW_TO = (
@@ -129,8 +128,7 @@ class MainProcess:
         self.pump.start()
         if consumer is not None:
             began = time.time()
-            workers = WorkerRegistry.from_url(services.settings.state_url)
-            self.heartbeat = Heartbeat(workers, lambda: describe(consumer, began))
+            self.heartbeat = Heartbeat(services.workers, lambda: describe(consumer, began))
             self.heartbeat.start()
 
     def stop(self) -> None:

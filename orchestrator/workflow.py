@@ -8,9 +8,12 @@ from pydantic import ValidationError as PydanticValidationError
 
 from orchestrator.client import run_workflow
 from orchestrator.core import registry
+from orchestrator.core.concurrency import ConcurrencySpec
+from orchestrator.core.priorities import check_priority
+from orchestrator.core.rate_limits import RateLimitSpec
 from orchestrator.core.spec import RetrySpec, ScheduleSpec, StepSpec, WorkflowSpec
 from orchestrator.engine.handle import RunHandle
-from orchestrator.errors import ValidationError
+from orchestrator.errors import ValidationError, WaitError
 
 
 def task_name(task: Any) -> str:
@@ -38,6 +41,12 @@ def Step(  # noqa: N802 - reads as a type where it is used: Workflow(steps=[Step
     for_each: str | None = None,
     max_items: int | None = None,
     workflow: Any = None,
+    sleep: float | None = None,
+    wait_for: str | None = None,
+    on_timeout: str | None = None,
+    rate_limit: RateLimitSpec | dict[str, Any] | None = None,
+    priority: int | None = None,
+    queue_timeout: float | None = None,
     **options: Any,
 ) -> StepSpec:
     """A step: ``task`` (a task object or its registered name) run after the ``after`` steps;
@@ -45,7 +54,19 @@ def Step(  # noqa: N802 - reads as a type where it is used: Workflow(steps=[Step
     step); ``trigger``: ``all_succeeded`` or ``none_failed`` (see design.md, Conditions);
     ``for_each``: a dependency whose list result the step maps over, one call per item (at
     most ``max_items``); ``workflow``: a registered workflow (or its name) to run as a child run
-    instead of a task, once or per item, with the dependency's result or the item as inputs."""
+    instead of a task, once or per item, with the dependency's result or the item as inputs;
+    ``rate_limit``: ``{"key": "openai", "limit": 60, "period": 60.0}`` (or ``key_expr``, a CEL
+    expression over ``inputs``), at most ``limit`` starts per ``period`` seconds per key;
+    ``priority``: 0 (lowest) .. 9, orders the step's waiting messages (wins over the run's);
+    ``queue_timeout``: seconds the step may wait in its queue once ready, else it fails with
+    ``QueueTimeout``."""
+    # sleep and wait_for steps: ``sleep`` seconds, or the signal ``wait_for`` names (payload
+    # is the step's result) for at most ``timeout`` seconds, then ``on_timeout`` (fail|skip)
+    waiting = {
+        key: value
+        for key, value in (("sleep", sleep), ("wait_for", wait_for), ("on_timeout", on_timeout))
+        if value is not None
+    }
     step: StepSpec = _validated(
         StepSpec,
         f"step {id!r}",
@@ -63,7 +84,11 @@ def Step(  # noqa: N802 - reads as a type where it is used: Workflow(steps=[Step
             "for_each": for_each,
             "max_items": max_items,
             "workflow": getattr(workflow, "name", workflow),
+            "rate_limit": rate_limit,
+            "priority": priority,
+            "queue_timeout": queue_timeout,
             "options": options,
+            **waiting,
         },
     )
     return step
@@ -92,8 +117,10 @@ class Workflow:
         deadline: float | None = None,
         on_failure: Any = None,
         steps: list[StepSpec] | None = None,
+        concurrency: ConcurrencySpec | dict[str, Any] | None = None,
     ) -> None:
         self.name = name
+        self.concurrency = concurrency  # {"max_runs", "key", "on_limit"}: core.concurrency
         self.on_failure = None if on_failure is None else task_name(on_failure)
         self.description = description
         self.schedule = schedule
@@ -105,11 +132,41 @@ class Workflow:
         self, id: str, task: Any = None, after: str | list[str] | None = None, **options: Any
     ) -> Workflow:
         """Add a step (see :func:`Step` for the options); returns the workflow for chaining."""
+        check_priority(options.get("priority"), self.name, id)
         try:
             self._steps.append(Step(id, task, after, **options))
         except ValidationError as exc:
             raise ValidationError(self.name, str(exc).split(": ", 1)[1], step=id) from exc
         return self
+
+    def sleep(
+        self, id: str, seconds: float, after: str | list[str] | None = None, **options: Any
+    ) -> Workflow:
+        """Add a step that waits ``seconds`` (no worker slot held), then succeeds with its
+        dependency's result (``None`` for a root step, a dict for several dependencies)."""
+        return self.step(id, None, after, sleep=seconds, **options)
+
+    def wait_for(
+        self,
+        id: str,
+        signal: str,
+        after: str | list[str] | None = None,
+        *,
+        timeout: float | None = None,
+        on_timeout: str | None = None,
+        **options: Any,
+    ) -> Workflow:
+        """Add a step that waits for ``signal`` (``run.signal(name, payload)``; a signal sent
+        before the step is reached counts) and succeeds with its payload; past ``timeout``
+        seconds it fails, or is skipped with ``on_timeout="skip"``."""
+        if not isinstance(signal, str) or not signal.strip():
+            raise WaitError(
+                self.name,
+                'wait_for has no signal name; name the signal, e.g. signal="approved"',
+                id,
+            )
+        options.update(wait_for=signal, timeout=timeout, on_timeout=on_timeout)
+        return self.step(id, None, after, **options)
 
     @property
     def spec(self) -> WorkflowSpec:
@@ -121,6 +178,7 @@ class Workflow:
             "schedule": schedule,
             "deadline": self.deadline,
             "on_failure": self.on_failure,
+            "concurrency": self.concurrency,
             "steps": self._steps,
         }
         spec = _validated(WorkflowSpec, "workflow definition", data, self.name)

@@ -15,10 +15,22 @@ import sys
 from collections.abc import Sequence
 
 from orchestrator.cli import db, dev, resilience, runs, schedules, show, ui, workers, workflows
+from orchestrator.cli import signals as signal_command
 from orchestrator.cli.failures import explain
 from orchestrator.cli.output import LevelPrefix
 
-COMMAND_MODULES = (runs, show, workflows, workers, resilience, schedules, db, dev, ui)
+COMMAND_MODULES = (
+    runs,
+    show,
+    workflows,
+    workers,
+    resilience,
+    schedules,
+    db,
+    dev,
+    ui,
+    signal_command,
+)
 SIGPIPE_EXIT = 141  # as a shell reports a process that a closed pipe stopped
 
 

@@ -21,10 +21,9 @@ from orchestrator.engine.services import Services
 from orchestrator.engine.submit import resolve
 from orchestrator.errors import InputError, WorkflowFailed
 from orchestrator.ops.waiting import Waiting, waiting_now
-from orchestrator.ops.workers import submit_check
+from orchestrator.ops.workers import live_workers, submit_check
 from orchestrator.records import RunRecord, StepRecord
 from orchestrator.status import RunStatus, StepStatus, Trigger
-from orchestrator.stores.redis.workers import WorkerRegistry
 
 SHOWN = 4  # steps named on a progress line
 
@@ -41,6 +40,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="an input; VALUE is parsed as JSON when it can be (repeatable)",
     )
     run.add_argument("--idempotency-key", help="a second run with this key returns the first")
+    run.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        metavar="0-9",
+        help="0 (lowest, the default) .. 9: the run's steps go ahead of lower ones in a queue",
+    )
     run.add_argument(
         "--wait", action="store_true", help="wait, showing progress, and print the output"
     )
@@ -88,8 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     rt = default_services()
     spec = resolve(rt, args.workflow)
     inputs = parse_inputs(args.input, spec.name)
-    workers = WorkerRegistry.from_url(rt.settings.state_url)
-    refused, notes = submit_check(rt.app, spec, workers.live())
+    refused, notes = submit_check(rt.app, spec, live_workers(rt))
     if refused:
         for problem in refused:
             print(f"error: {problem}", file=sys.stderr)
@@ -100,6 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         inputs,
         trigger=Trigger.CLI,
         idempotency_key=args.idempotency_key,
+        priority=args.priority,
     )
     for note in notes:  # once it is submitted: a server that is down says so first
         print(f"note: {note}", file=sys.stderr)
@@ -107,7 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps({"run_id": handle.id}) if args.json else handle.id)
         return 0
     print(f"run {handle.id} of {spec.name}: {len(spec.steps)} steps", file=sys.stderr)
-    progress = Progress(handle, rt, workers)
+    progress = Progress(handle, rt)
     try:
         output = handle.wait(timeout=args.timeout, on_progress=progress, progress_every=0.5)
     except (WorkflowFailed, TimeoutError) as exc:
@@ -122,16 +128,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 class Progress:
     """Prints ``[done/total] status: what runs, retries or waits`` while a run is waited on."""
 
-    def __init__(self, handle: RunHandle, rt: Services, workers: WorkerRegistry) -> None:
+    def __init__(self, handle: RunHandle, rt: Services) -> None:
         self.handle = handle
         self.rt = rt
-        self.workers = workers
         self.tty = sys.stderr.isatty()
         self.last = ""
 
     def __call__(self, record: RunRecord) -> None:
         steps = self.handle.steps()
-        waits = waiting_now(self.rt, record, steps, self.workers)
+        waits = waiting_now(self.rt, record, steps)
         line = progress_line(record, steps, waits or [])
         if line != self.last:
             print(

@@ -1,12 +1,13 @@
 """``orchestrator show RUN``: everything about one run, in the terminal or as JSON.
 
-The run (status, times, trigger, inputs, output, error), a table of its steps (attempts, how
-long, the error or what the step waits for, and its task's page in Flower where Flower has the
-task: never for a step that was not executed, i.e. skipped, cancelled or carried over from the
-run it retries), each attempt with its worker, times and error, the traceback of each failed
-step's last attempt, what the steps that have not started wait for, the run's events and its
-DAG. Long inputs and outputs are shortened unless ``--full``, which also shows every traceback
-and every item of a ``for_each`` step (without it, only the items that did not succeed).
+The run (status, times, trigger, inputs, output, error, its shared context), a table of its
+steps (attempts, how long, the error or what the step waits for, and its task's page in Flower
+where Flower has the task: never for a step that was not executed, i.e. skipped, cancelled or
+carried over from the run it retries), each attempt with its worker, times and error, the
+traceback of each failed step's last attempt, what the steps that have not started wait for, the
+run's events and its DAG. Long inputs and outputs are shortened unless ``--full``, which also
+shows every traceback and every item of a ``for_each`` step (without it, only the items that did
+not succeed).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from orchestrator.engine.handle import RunHandle
 from orchestrator.ops.waiting import Waiting, waiting_now
 from orchestrator.records import RunRecord, StepRecord
 from orchestrator.status import StepStatus
-from orchestrator.stores.redis.workers import WorkerRegistry
 
 SHORT = 300  # characters of inputs and output shown without --full
 ITEM = re.compile(r".+\[\d+\]")  # a for_each item's step id: parse[7]
@@ -66,11 +66,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     handle = get_run(args.run_id)
     rt = default_services()
     record, steps = handle.record(), handle.steps()
-    waits = waiting_now(rt, record, steps, WorkerRegistry.from_url(rt.settings.state_url))
+    waits = waiting_now(rt, record, steps)
     if args.json:
         emit_json(_as_json(handle, record, steps, waits or []))
         return 0
     _run_lines(record, args.full)
+    context = handle.context()
+    if context:
+        print(f"context {_value(context, args.full)}")
     waiting = {w.step_id: w for w in waits or []}
     shown, hidden = _visible(steps, args.full)
     rows = [
@@ -210,6 +213,7 @@ def _as_json(
     waiting = {w.step_id: w for w in waits}
     return {
         "run": as_dict(record),
+        "context": handle.context(),
         "steps": [
             {
                 **as_dict(s),

@@ -1,4 +1,5 @@
-"""``orchestrator workers``: the live workers, with their queues and registered tasks."""
+"""``orchestrator workers``: the workers heard from lately, live or lost, with their host, pid,
+queues, concurrency, the steps they run and their last heartbeat (``orchestrator.workers()``)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,18 @@ import argparse
 import time
 from dataclasses import asdict
 
-from orchestrator.app import default_services
 from orchestrator.cli.output import emit_json, table
-from orchestrator.ops.workers import START_WORKER
-from orchestrator.stores.redis.workers import WorkerRegistry
+from orchestrator.client import workers as list_workers
+from orchestrator.ops.workers import DROPPED_AFTER, LOST_AFTER, START_WORKER
+from orchestrator.records import WorkerInfo
+
+COLUMNS = ["worker", "state", "pid", "queues", "concurrency", "running", "up", "heartbeat", "tasks"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     workers = sub.add_parser(
-        "workers", help="live workers: their queues, concurrency and registered tasks"
+        "workers",
+        help="workers: live or lost, their queues, concurrency, running steps and heartbeat",
     )
     workers.add_argument("--tasks", action="store_true", help="list each worker's tasks")
     workers.add_argument("--json", action="store_true", help="print JSON")
@@ -22,27 +26,46 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_workers(args: argparse.Namespace) -> int:
-    live = WorkerRegistry.from_url(default_services().settings.state_url).live()
+    found = list_workers()
     if args.json:
-        emit_json([asdict(w) for w in live])
+        emit_json([{**asdict(w), "state": w.state, "host": w.host} for w in found])
         return 0
-    if not live:
+    if not found:
         print(f"no live worker; start one: {START_WORKER}")
         return 0
     now = time.time()
     rows = [
         (
             w.name,
+            w.state,
+            w.pid,
             ", ".join(w.queues),
             w.concurrency,
-            w.pid,
+            len(w.running),
             f"{now - w.started_at:.0f}s",
-            f"{now - w.seen_at:.0f}s ago",
+            f"{w.silent_for:.0f}s ago",
             len([t for t in w.tasks if not t.startswith("orchestrator.")]),
         )
-        for w in live
+        for w in found
     ]
-    print(table(["worker", "queues", "concurrency", "pid", "up", "seen", "tasks"], rows))
-    for worker in live if args.tasks else []:
+    print(table(COLUMNS, rows))
+    _running(found)
+    if any(w.lost for w in found):
+        print(
+            f"\nlost: no heartbeat for over {LOST_AFTER:.0f}s (it died, hangs or cannot reach "
+            f"Redis); listed until {DROPPED_AFTER / 60:.0f} minutes without one. The reconciler "
+            "recovers its steps once their leases lapse."
+        )
+    for worker in found if args.tasks else []:
         print(f"\n{worker.name}:\n  " + "\n  ".join(worker.tasks))
     return 0
+
+
+def _running(found: list[WorkerInfo]) -> None:
+    busy = [w for w in found if w.running]
+    if not busy:
+        return
+    print("\nrunning steps")
+    for worker in busy:
+        for run_id, step_id in worker.running:
+            print(f"  {worker.name}: run {run_id} step {step_id}")

@@ -1,14 +1,16 @@
 """Five-field cron expressions (minute hour day-of-month month day-of-week), evaluated in UTC.
 
-Pure parsing, shared by validation (``spec``) and beat's fire times (``schedule``). As in classic
-cron, when both day-of-month and day-of-week are restricted, either one matching is enough.
+Pure parsing and slot search, shared by validation (``spec``) and beat's fire times
+(``ops.schedule``). As in classic cron, when both day-of-month and day-of-week are restricted,
+either one matching is enough. Slots are minutes; ``previous`` and ``next`` take and return UTC
+datetimes (the caller makes ``now`` aware).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 
 from orchestrator.errors import ScheduleError
 
@@ -23,6 +25,7 @@ _MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
 _DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 _NAMES = {3: {n: i + 1 for i, n in enumerate(_MONTHS)}, 4: {n: i for i, n in enumerate(_DAYS)}}
 _PART = re.compile(r"^(\*|[a-z0-9]+(?:-[a-z0-9]+)?)(?:/(\d+))?$")
+_MAX_DAYS = 366 * 8 + 2  # the rarest satisfiable day (Feb 29) recurs within 8 years
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,34 @@ class Cron:
             return False
         by_date, by_weekday = day.day in self.days, day.isoweekday() % 7 in self.weekdays
         return (by_date and by_weekday) if self.any_day else (by_date or by_weekday)
+
+    def previous(self, now: datetime) -> datetime | None:
+        """The latest slot at or before ``now`` (UTC), or None if the expression never matches."""
+        start = now.astimezone(UTC).replace(second=0, microsecond=0)
+        day, limit = start.date(), (start.hour, start.minute)
+        for _ in range(_MAX_DAYS):
+            if self.day_matches(day):
+                for hour in sorted((h for h in self.hours if h <= limit[0]), reverse=True):
+                    cap = limit[1] if hour == limit[0] else 59
+                    minutes = [m for m in self.minutes if m <= cap]
+                    if minutes:
+                        return datetime.combine(day, time(hour, max(minutes)), UTC)
+            day, limit = day - timedelta(days=1), (23, 59)
+        return None
+
+    def next(self, now: datetime) -> datetime | None:
+        """The earliest slot strictly after ``now`` (UTC), or None if it never matches."""
+        start = now.astimezone(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+        day, limit = start.date(), (start.hour, start.minute)
+        for _ in range(_MAX_DAYS):
+            if self.day_matches(day):
+                for hour in sorted(h for h in self.hours if h >= limit[0]):
+                    floor = limit[1] if hour == limit[0] else 0
+                    minutes = [m for m in self.minutes if m >= floor]
+                    if minutes:
+                        return datetime.combine(day, time(hour, min(minutes)), UTC)
+            day, limit = day + timedelta(days=1), (0, 0)
+        return None
 
 
 def _expand(workflow: str, expr: str, index: int, text: str) -> frozenset[int]:

@@ -51,6 +51,12 @@ def check_condition(workflow: str, step: str, expr: str, names: Iterable[str]) -
 def evaluate(expr: str, values: dict[str, Any]) -> bool:
     """The condition's truth over ``values`` (JSON data by name); ConditionFailed if it cannot
     be evaluated."""
+    return bool(value_of(expr, values))
+
+
+def value_of(expr: str, values: dict[str, Any]) -> Any:
+    """The expression's value (a CEL value) over ``values`` (JSON data by name);
+    ConditionFailed if it cannot be evaluated."""
     activation = {name: json_to_cel(value) for name, value in values.items()}
     try:
         result = _program(expr).evaluate(activation)
@@ -58,7 +64,21 @@ def evaluate(expr: str, values: dict[str, Any]) -> bool:
         raise ConditionFailed(str(exc)) from exc
     if isinstance(result, CELEvalError):
         raise ConditionFailed(str(result.args[0] if result.args else result))
-    return bool(result)
+    return result
+
+
+def check_names(expr: str, names: Iterable[str]) -> str | None:
+    """What is wrong with ``expr`` as an expression over ``names`` (it does not parse, or it
+    reads another name), or None when nothing is."""
+    try:
+        tree = _parse(expr)
+    except CELParseError as exc:
+        return f"does not parse as CEL: {exc}"
+    unknown = sorted(free_names(tree) - set(names))
+    if unknown:
+        known = ", ".join(sorted(names))
+        return f"names {', '.join(map(repr, unknown))}, which it cannot read (known: {known})"
+    return None
 
 
 def free_names(tree: Tree[Any]) -> set[str]:

@@ -154,7 +154,7 @@ def own_segments(
     for step_id in todo:
         step = spec.step(step_id)
         waits = any(p in may_skip or p in later for p in parents[step_id])
-        deferred = step.for_each is not None or step.workflow is not None
+        deferred = step.result_later
         if step.conditional or deferred or waits:
             joins.add(step_id)
         if step.when is not None or any(p in may_skip for p in parents[step_id]):

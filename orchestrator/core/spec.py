@@ -16,9 +16,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticError
 
+from orchestrator.core.concurrency import ConcurrencySpec, check_concurrency
 from orchestrator.core.cron import Cron
 from orchestrator.core.explain import pydantic_problem
+from orchestrator.core.priorities import check_priority
+from orchestrator.core.rate_limits import RateLimitSpec, check_rate_limits
 from orchestrator.core.shape_checks import check_run_time_shapes
+from orchestrator.core.wait_checks import WAIT_TASK, check_waits
 from orchestrator.errors import (
     CycleError,
     DuplicateStepError,
@@ -78,15 +82,56 @@ class StepSpec(BaseModel):
     """When dependencies were skipped: skip (``all_succeeded``), or run if one succeeded."""
     for_each: str | None = None
     """A dependency whose list result the step maps over: one call per item."""
-    max_items: int | None = Field(None, ge=0)
-    """Most items a ``for_each`` may map over (default ``ORCHESTRATOR_MAX_ITEMS``)."""
+    max_items: int | None = Field(None, ge=0, strict=True)
+    """Most items a ``for_each`` may map over (default ``ORCHESTRATOR_MAX_ITEMS``); an integer
+    (not a bool or a string), on a step with ``for_each`` only."""
     workflow: str | None = None
     """A registered workflow the step runs as a child run (per item with ``for_each``)."""
+    rate_limit: RateLimitSpec | None = None
+    """At most ``limit`` starts per ``period`` seconds per key, across every worker
+    (``orchestrator.core.rate_limits``); a start over it is deferred, not an attempt."""
+    sleep: float | None = None
+    """Seconds the step waits (holding no worker slot) before it succeeds (``wf.sleep``)."""
+    wait_for: str | None = None
+    """A signal the step waits for; its payload is the step's result (``wf.wait_for``); the
+    step's ``timeout`` is then how long it waits."""
+    on_timeout: str | None = None
+    """What a ``wait_for`` past its ``timeout`` does: ``fail`` (the default) or ``skip``."""
+    priority: int | None = None
+    """0 (lowest) .. 9: orders the step's messages among those waiting in its queue; wins
+    over the run's priority (``orchestrator.core.priorities``)."""
+    queue_timeout: float | None = Field(None, gt=0)
+    """Seconds the step may wait in its queue once ready before it fails with
+    ``QueueTimeout`` (``orchestrator.ops.queue_timeouts``)."""
+
+    @property
+    def waits(self) -> bool:
+        """Whether the step is a ``sleep`` or ``wait_for`` step (:data:`WAIT_TASK`)."""
+        return self.sleep is not None or self.wait_for is not None
+
+    @property
+    def result_later(self) -> bool:
+        """Whether the step's result comes after its message: a ``for_each`` (its last item),
+        a child workflow (its child run), a ``sleep`` or ``wait_for`` (its wake-up)."""
+        return self.for_each is not None or self.workflow is not None or self.waits
 
     @property
     def conditional(self) -> bool:
         """Whether the step decides at run time if it runs (``when`` or a ``trigger``)."""
         return self.when is not None or self.trigger != "all_succeeded"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _priority_option(cls, data: Any) -> Any:
+        """Celery's ``priority`` option given among ``options`` is the step's priority (on the
+        same 0..9 scale, so that it means the same on Redis and RabbitMQ)."""
+        options = data.get("options") if isinstance(data, dict) else None
+        if isinstance(options, dict) and "priority" in options:
+            rest = {k: v for k, v in options.items() if k != "priority"}
+            if data.get("priority") is None:
+                data = {**data, "priority": options["priority"]}
+            data = {**data, "options": rest}
+        return data
 
     @field_validator("after", mode="before")
     @classmethod
@@ -102,7 +147,16 @@ class StepSpec(BaseModel):
             data = {**data, "after": (data["for_each"],)}
         if isinstance(data, dict) and data.get("workflow") and not data.get("task"):
             data = {**data, "task": CHILD_TASK}
+        waits = isinstance(data, dict) and ("sleep" in data or "wait_for" in data)
+        if waits and not data.get("task"):
+            data = {**data, "task": WAIT_TASK}
         return data
+
+    @model_validator(mode="after")
+    def _max_items_needs_for_each(self) -> StepSpec:
+        if self.max_items is not None and self.for_each is None:
+            raise ValueError("max_items caps a for_each: give the step for_each, or drop max_items")
+        return self
 
 
 class ScheduleSpec(BaseModel):
@@ -114,6 +168,9 @@ class ScheduleSpec(BaseModel):
     every: float | None = None
     inputs: dict[str, Any] = Field(default_factory=dict)
     overlap: Literal["skip", "allow"] = "skip"
+    catchup: Literal["latest", "all", "none"] = "latest"
+    """Fire times missed while beat was down: one run for the latest (the default, as before
+    this option existed), one per missed time (capped), or none (``ops.catchup``)."""
 
 
 class WorkflowSpec(BaseModel):
@@ -127,6 +184,8 @@ class WorkflowSpec(BaseModel):
     deadline: float | None = Field(None, gt=0)
     on_failure: str | None = None
     """A task called once when a run fails, with ``{run_id, workflow, step, error}``."""
+    concurrency: ConcurrencySpec | None = None
+    """At most ``max_runs`` runs at once per value of a CEL ``key`` (``core.concurrency``)."""
     steps: tuple[StepSpec, ...] = ()
 
     @model_validator(mode="before")
@@ -182,6 +241,9 @@ def check_structure(spec: WorkflowSpec) -> None:
             )
         seen.add(step.id)
     check_run_time_shapes(spec)
+    check_rate_limits(spec)
+    check_step_priorities(spec)
+    check_waits(spec)
     for step in spec.steps:
         for dep in step.after:
             if dep not in seen:
@@ -193,6 +255,14 @@ def check_structure(spec: WorkflowSpec) -> None:
         raise CycleError(spec.name, cycle)
     if spec.schedule is not None:
         check_schedule(spec.name, spec.schedule)
+    if spec.concurrency is not None:
+        check_concurrency(spec.name, spec.concurrency)
+
+
+def check_step_priorities(spec: WorkflowSpec) -> None:
+    """Each step's ``priority`` is 0..9 (``PriorityError`` naming the workflow and step)."""
+    for step in spec.steps:
+        check_priority(step.priority, spec.name, step.id)
 
 
 def find_cycle(parents: dict[str, list[str]]) -> list[str] | None:
@@ -248,6 +318,8 @@ KEYS = {
     "step": tuple(StepSpec.model_fields),
     "retry": tuple(RetrySpec.model_fields),
     "schedule": tuple(ScheduleSpec.model_fields),
+    "rate_limit": tuple(RateLimitSpec.model_fields),
+    "concurrency": tuple(ConcurrencySpec.model_fields),
 }
 
 

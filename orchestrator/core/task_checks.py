@@ -32,8 +32,8 @@ RESERVED = tuple(RESERVED_TASK_PREFIXES)
 def check_tasks(spec: WorkflowSpec, catalog: TaskCatalog) -> None:
     """Every task is registered, and each function can take what its step will receive."""
     for step in spec.steps:
-        if step.workflow is not None:
-            continue  # checked by check_children
+        if step.workflow is not None or step.waits:
+            continue  # checked by check_children, check_waits
         _check_not_reserved(spec, step)
         sig = catalog.signature_of(step.task)
         if sig is None:

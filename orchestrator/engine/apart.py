@@ -10,6 +10,7 @@ from orchestrator.engine.children import run_child
 from orchestrator.engine.conditions import is_skipped, skip_reason
 from orchestrator.engine.fanout import fan_out
 from orchestrator.engine.finish import skip
+from orchestrator.engine.sleeping import run_wait
 
 if TYPE_CHECKING:
     from orchestrator.engine.step import Step
@@ -30,5 +31,8 @@ def ended_apart(step: Step, values: dict[str, Any]) -> bool:
         return True
     if spec.workflow is not None:
         run_child(step, step.arguments((), list(values), tuple(values.values())))
+        return True
+    if spec.waits:
+        run_wait(step, step.arguments((), list(values), tuple(values.values())))
         return True
     return False

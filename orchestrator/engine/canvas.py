@@ -15,10 +15,13 @@ from celery import Celery, chain, chord, group
 from celery.canvas import Signature
 
 from orchestrator.core.planner import Plan, Segment
+from orchestrator.core.priorities import broker_priority, effective, reversed_by
 from orchestrator.core.series_parallel import Expr, Parallel, Series, Task
 from orchestrator.core.spec import StepSpec, WorkflowSpec
 
 CTX_KEY = "orchestrator"
+QUEUE_TIMEOUT_KEY = "qt"
+"""A step context's ``queue_timeout`` (``orchestrator.engine.queue_timeouts``)."""
 
 
 def task_id(run_id: str, step_id: str) -> str:
@@ -47,7 +50,7 @@ def step_options(step: StepSpec) -> dict[str, Any]:
     options: dict[str, Any] = dict(step.options)
     if step.queue:
         options["queue"] = step.queue
-    if step.timeout:
+    if step.timeout and not step.waits:  # a wait_for's timeout is how long it waits
         options["time_limit"] = step.timeout
     if step.soft_timeout:
         options["soft_time_limit"] = step.soft_timeout
@@ -67,6 +70,7 @@ class CanvasBuilder:
         resumed: bool = False,
         epoch: int = 0,
         attempts: dict[str, int] | None = None,
+        priority: int | None = None,
     ) -> None:
         self.app = app
         self.spec = spec
@@ -77,6 +81,8 @@ class CanvasBuilder:
         self.epoch = epoch
         self.attempts = attempts or {}
         self._steps = {s.id: s for s in spec.steps}
+        self.priority = priority  # the run's; rides in each step's context to later segments
+        self._reverse = reversed_by(app.conf.broker_url)
 
     def context(self, step_id: str) -> dict[str, Any]:
         ctx: dict[str, Any] = {
@@ -91,7 +97,17 @@ class CanvasBuilder:
             ctx["epoch"] = self.epoch
         if self.attempts.get(step_id, 1) > 1:
             ctx["attempt"] = self.attempts[step_id]
+        if self.priority is not None:
+            ctx["priority"] = self.priority
+        queue_timeout = self._steps[step_id].queue_timeout
+        if queue_timeout:
+            ctx[QUEUE_TIMEOUT_KEY] = queue_timeout
         return ctx
+
+    def options(self, step: StepSpec) -> dict[str, Any]:
+        """The step's Celery options with its priority, as its broker reads priorities."""
+        priority = effective(step.priority, self.priority)
+        return {**step_options(step), "priority": broker_priority(priority, self._reverse)}
 
     def signature(self, step_id: str) -> Signature:
         step = self._steps[step_id]
@@ -108,7 +124,7 @@ class CanvasBuilder:
             kwargs=kwargs,
             immutable=mode != "chained",
             task_id=task_id(self.run_id, step_id),
-            **step_options(step),
+            **self.options(step),
         )
 
     def item(self, step_id: str, index: int, count: int) -> Signature:
@@ -131,7 +147,7 @@ class CanvasBuilder:
             kwargs=kwargs,
             immutable=True,
             task_id=task_id(self.run_id, name),
-            **step_options(step),
+            **self.options(step),
         )
 
     def build(self, expr: Expr) -> Signature:

@@ -23,6 +23,8 @@ from orchestrator.engine.finish import succeeded
 from orchestrator.engine.hooks import end_parent_step
 from orchestrator.engine.submit import Submission, submit
 from orchestrator.errors import ValidationError
+from orchestrator.ports import RunHistory
+from orchestrator.records import RunRecord
 from orchestrator.status import RunStatus, StepStatus, Trigger
 
 if TYPE_CHECKING:
@@ -38,6 +40,18 @@ class ChildFailed(NotRetryable):
 def waiting_owner(child_id: str) -> str:
     """The lease holder of a step whose child run is going."""
     return f"child:{child_id}"
+
+
+def ended_child(history: RunHistory, run_id: str, step_id: str) -> RunRecord | None:
+    """The child run that ``step_id`` of ``run_id`` started, once it has ended (else None).
+
+    A step whose run ended while it waited (cancelled, or failed at another step) is not ended
+    by its child's end: that delivery stands down, and the step keeps its child's lease for
+    days; the reconciler ends it (``ops.reconciler``)."""
+    return next(
+        (c for c in history.children(run_id) if c.parent_step_id == step_id and c.status.terminal),
+        None,
+    )
 
 
 def run_child(step: Step, args: tuple[Any, ...]) -> None:
@@ -69,6 +83,7 @@ def _start(step: Step, inputs: Any) -> None:
                 idempotency_key=f"child-of:{step.run_id}:{step.step_id}",
                 correlation_id=record.correlation_id if record else None,
                 tenant_id=record.tenant_id if record else None,
+                priority=record.priority if record else None,
                 parent_run_id=step.run_id,
                 parent_step_id=step.step_id,
                 parent={**step.ctx, "attempt": step.attempt, **queue},

@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.codec import Encoded, encode
-from orchestrator.engine.canvas import CanvasBuilder, item_id, item_input, task_id
+from orchestrator.engine.canvas import item_id, item_input, task_id
 from orchestrator.engine.failure import NotRetryable
-from orchestrator.engine.finish import succeeded
+from orchestrator.engine.finish import builder_of, succeeded
 from orchestrator.records import NewStep
 from orchestrator.status import StepStatus
 
@@ -74,9 +74,7 @@ def fan_out(step: Step, items: Any) -> None:
 
 def publish_items(step: Step, start: int, count: int) -> None:
     """Publish items ``start`` to ``start + BATCH``, after the message that publishes the rest."""
-    builder = CanvasBuilder(
-        step.rt.app, step.spec, step.plan, step.run_id, {}, step.resumed, step.epoch
-    )
+    builder = builder_of(step)
     end = min(start + BATCH, count)
     with step.rt.app.producer_or_acquire() as producer:
         if end < count:
@@ -87,9 +85,7 @@ def publish_items(step: Step, start: int, count: int) -> None:
 
 def item_succeeded(step: Step, encoded: str, recheck: bool = False) -> None:
     """Count the item's end; the item that completes the set ends the mapped step."""
-    if not recheck:
-        step.record(StepStatus.SUCCEEDED, result=Encoded(encoded))
-    counts, _ = step.rt.state.finish_step(
+    counts, _ = step.rt.state.finish_step(  # Redis before history, as ``finish.succeeded``
         step.run_id,
         step.step_id,
         encoded,
@@ -98,6 +94,8 @@ def item_succeeded(step: Step, encoded: str, recheck: bool = False) -> None:
         step.attempt,
         step.owner,
     )
+    if not recheck:
+        step.record(StepStatus.SUCCEEDED, result=Encoded(encoded))
     added, size = counts[0]
     if size == step.count and (added or recheck):
         ids = [item_id(step.spec_id, i) for i in range(step.count)]

@@ -36,16 +36,19 @@ def succeeded(
     counted but may have died before publishing. ``record``: False when the step's end is
     already recorded (a skipped step). ``step_id``: the mapped step whose last item this is."""
     rt, info = step.rt, step.info
-    if not recheck and record:
-        step.record(StepStatus.SUCCEEDED, step_id, 1 if step_id else 0, result=Encoded(encoded))
     joins = [f"{step.epoch}:{index}" for index in info.triggers]
+    # Redis first, then history: a process killed in between (a hard time limit) leaves the
+    # result where ``hard_timeout`` and recovery look for it, never a step that history says
+    # succeeded while its run fails for want of its result.
     counts, sinks_done = rt.state.finish_step(
         step.run_id, step_id or step.step_id, encoded, joins, info.sink, step.attempt, step.owner
     )
+    if not recheck and record:
+        step.record(StepStatus.SUCCEEDED, step_id, 1 if step_id else 0, result=Encoded(encoded))
     for index, (added, size) in zip(info.triggers, counts, strict=True):
         segment = step.plan.segments[index]
         if size == len(segment.trigger) and (added or recheck):
-            _builder(step).publish(segment)
+            builder_of(step).publish(segment)
     sinks_complete = sinks_done is not None and sinks_done[1] == len(step.spec.sinks)
     if sinks_complete and sinks_done is not None and (sinks_done[0] or recheck):
         finish_run(step)
@@ -95,18 +98,47 @@ def finish_run(step: Step) -> None:
     step.rt.writer.submit(RunFinal(step.run_id, RunStatus.SUCCEEDED, now(), output=output))
 
 
-def _builder(step: Step) -> CanvasBuilder:
+def builder_of(step: Step) -> CanvasBuilder:
+    """The canvas of the step's run, for what the step publishes next."""
     return CanvasBuilder(
-        step.rt.app, step.spec, step.plan, step.run_id, {}, step.resumed, step.epoch
+        step.rt.app,
+        step.spec,
+        step.plan,
+        step.run_id,
+        {},
+        step.resumed,
+        step.epoch,
+        priority=step.run_priority,
     )
 
 
 def stand_down(step: Step, flag: str) -> None:
-    """The run was cancelled or failed: neither this step nor what follows it will run."""
+    """The run was cancelled or failed: neither this step nor what follows it will run.
+
+    A step that waited for its child run (this delivery is the child's end) ends too: as
+    succeeded with the child's output when the child succeeded (a retry inherits it), else
+    cancelled; the lease its child held for it is released (a retry waits for live leases)."""
+    if "child" in step.ctx:
+        _end_waiting(step, str(step.ctx["child"]), flag)
     status = StepStatus.CANCELLED if flag == RunStatus.CANCELLED else StepStatus.SKIPPED
     steps = (step.step_id, *step.plan.descendants(step.step_id))
     step.rt.writer.submit(SkipSteps(step.run_id, steps, status, now(), f"run {flag}"))
     raise Ignore()
+
+
+def _end_waiting(step: Step, child_id: str, flag: str) -> None:
+    from orchestrator.engine.children import waiting_owner  # children builds on this module
+
+    rt = step.rt
+    child = rt.history.get_run(child_id)
+    if child is not None and child.status == RunStatus.SUCCEEDED:
+        encoded = encode(child.output)  # in Redis before the lease goes: see engine.inherit
+        rt.state.finish_step(step.run_id, step.step_id, encoded, [], False, step.attempt, "")
+        step.record(StepStatus.SUCCEEDED, result=Encoded(encoded))
+    else:
+        error = f"run {flag} while its child run {child_id} ran"
+        step.record(StepStatus.CANCELLED, error=error)
+    rt.state.release(step.run_id, step.step_id, step.attempt, waiting_owner(child_id))
 
 
 def undeliverable(

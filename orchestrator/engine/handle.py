@@ -8,10 +8,14 @@ from typing import Any
 
 from orchestrator.core.spec import WorkflowSpec
 from orchestrator.engine.hooks import cancel_run
+from orchestrator.engine.inherit import inherited
+from orchestrator.engine.run_context import run_context
 from orchestrator.engine.services import Services
+from orchestrator.engine.signals import send_signal
 from orchestrator.engine.submit import Submission, submit
+from orchestrator.engine.waiting import with_waits
 from orchestrator.errors import InvalidTransition, RunNotFound, ServiceUnavailable, WorkflowFailed
-from orchestrator.records import RunRecord, StepRecord
+from orchestrator.records import RunRecord, SignalRecord, StepRecord
 from orchestrator.status import RunStatus, StepStatus, Trigger
 
 StepRun = StepRecord
@@ -37,7 +41,23 @@ class RunHandle:
         return self.record().status
 
     def steps(self) -> list[StepRun]:
-        return self._rt.history.get_steps(self.id)
+        """The run's steps (and ``for_each`` items); a step that has not ended says what it
+        waits for (``waiting_for``, ``waiting_detail``) while the run goes on."""
+        steps = self._rt.history.get_steps(self.id)
+        if all(s.status.terminal for s in steps):
+            return steps
+        return with_waits(self._rt, self.record(), steps)
+
+    def pending(self) -> list[StepRun]:
+        """The run's steps that have not ended, each with what it waits for (``waiting_for``
+        is None for a step that runs, or waits for the steps it runs after)."""
+        return [s for s in self.steps() if not s.status.terminal]
+
+    def context(self) -> dict[str, Any]:
+        """The run's shared context (what its steps set with ``current_run.context.set``),
+        also after the run ended: from Redis while it holds it, else from history."""
+        self.record()  # an unknown run raises RunNotFound
+        return run_context(self._rt, self.id)
 
     @property
     def output(self) -> Any:
@@ -85,6 +105,17 @@ class RunHandle:
         if self.record().status.terminal:
             return False
         return cancel_run(self._rt, self.id, reason)
+
+    def signal(self, name: str, payload: Any = None, *, sender: str | None = None) -> SignalRecord:
+        """Send signal ``name`` with a JSON ``payload``: it ends the ``wait_for`` steps waiting
+        for it, is kept for one reached later, and running steps read it
+        (``current_run.signals(name)``). ``RunNotFound``, ``InvalidTransition`` (the run
+        ended) or ``SignalError`` (no name, not JSON), with nothing written."""
+        return send_signal(self._rt, self.id, name, payload, sender)
+
+    def signals(self, name: str | None = None) -> list[SignalRecord]:
+        """The signals sent to the run (of one ``name``), oldest first."""
+        return self._rt.waits.signals(self.id, name)
 
     def children(self) -> list[RunHandle]:
         """The runs of child workflows that this run's steps started, oldest first."""
@@ -138,8 +169,9 @@ class RunHandle:
         """A new run of this failed or cancelled run: succeeded steps keep their outputs, only
         failed and never-run steps execute (``parent_run_id`` is this run).
 
-        Refused while a step of this run still runs (its effects would happen twice). Retrying
-        the same run again returns the run the first retry started.
+        Refused while a step of this run still runs (its effects would happen twice); a step
+        that succeeded after the run ended is inherited (``engine.inherit``). Retrying the same
+        run again returns the run the first retry started.
         """
         record = self.record()
         if record.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
@@ -149,9 +181,7 @@ class RunHandle:
         data = self._rt.history.load_spec(record.workflow_version)
         if data is None:
             raise RunNotFound(self.id)
-        steps = self.steps()
-        self._refuse_while_running(steps)
-        done = {s.step_id: s.result for s in steps if s.status == StepStatus.SUCCEEDED}
+        done = inherited(self._rt, self.id, self.steps())
         run_id = submit(
             self._rt,
             WorkflowSpec.model_validate(data),
@@ -163,23 +193,10 @@ class RunHandle:
                 tenant_id=record.tenant_id,
                 parent_run_id=self.id,
                 done=done,
+                priority=record.priority,
             ),
         )
         return RunHandle(run_id, self._rt)
-
-    def _refuse_while_running(self, steps: list[StepRun]) -> None:
-        state = self._rt.state
-        running = [
-            s.step_id
-            for s in steps
-            if s.status == StepStatus.RUNNING
-            and state.lease_alive(self.id, s.step_id, max(1, s.attempts))
-        ]
-        if running:
-            raise InvalidTransition(
-                f"run {self.id} still has steps running ({', '.join(running)}); retry it once "
-                "they end, or their effects would happen twice"
-            )
 
     def step_status(self) -> dict[str, StepStatus]:
         return {s.step_id: s.status for s in self.steps()}

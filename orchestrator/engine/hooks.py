@@ -9,7 +9,10 @@ reconciler, a cancel) and calls :func:`on_run_ended` before the run's results ar
 - A child workflow's run keeps its parent step's message context beside its results
   (:data:`PARENT`); its end publishes that message again with the child's id, which ends the
   parent step (``engine.children``).
-- A failed or cancelled run cancels its children that have not ended (:func:`cancel_run`).
+- A failed or cancelled run cancels its children that have not ended (:func:`cancel_run`),
+  and its parked ``sleep``/``wait_for`` steps (``engine.sleeping``).
+- A run that holds a concurrency slot, or waits in line for one, frees it; the next run in
+  line starts (``engine.concurrency``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.core.spec import CHILD_TASK
 from orchestrator.engine.canvas import CTX_KEY
+from orchestrator.engine.concurrency import SLOT, release_ended
 from orchestrator.status import RunStatus
 
 if TYPE_CHECKING:
@@ -36,11 +40,16 @@ KEEP_MARK = 7 * 86400.0
 def on_run_ended(rt: Services, run_id: str, status: str) -> None:
     """Call before the run's state in Redis is freed (``RunStateStore.end``)."""
     try:
-        parent = rt.state.stored(run_id, [PARENT]).get(PARENT)
+        stored = rt.state.stored(run_id, [PARENT, SLOT])
+        parent = stored.get(PARENT)
         if parent:
             end_parent_step(rt.app, dict(parent), run_id)
     except Exception:  # the parent is recovered by the reconciler once its wait lapses
         log.exception("run %s ended: its parent step could not be told", run_id)
+        stored = {}
+    release_ended(rt, run_id, stored)  # its concurrency slot: the next run in line starts
+    if status in (RunStatus.FAILED, RunStatus.CANCELLED):
+        _end_parked(rt, run_id, f"run {status}")
     if status == RunStatus.FAILED:
         on_run_failed(rt, run_id)
         _cancel_children(rt, run_id, f"parent run {run_id} failed")
@@ -62,6 +71,15 @@ def cancel_run(rt: Services, run_id: str, reason: str) -> bool:
     rt.state.end(run_id, RunStatus.CANCELLED)
     _cancel_children(rt, run_id, f"parent run {run_id} cancelled")
     return True
+
+
+def _end_parked(rt: Services, run_id: str, reason: str) -> None:
+    """Cancel the run's sleeping and waiting steps (``engine.sleeping``): nothing else would
+    end them, and their wake-ups stand down."""
+    try:
+        rt.waits.end_waits(run_id, reason)
+    except Exception:  # the wake-up finds the run ended and stands the step down
+        log.exception("run %s ended: its sleeping or waiting steps could not be cancelled", run_id)
 
 
 def _cancel_children(rt: Services, run_id: str, reason: str) -> None:

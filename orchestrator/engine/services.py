@@ -26,7 +26,19 @@ from orchestrator.core.spec import WorkflowSpec
 from orchestrator.engine.hooks import on_run_ended
 from orchestrator.engine.leases import LeaseKeeper
 from orchestrator.errors import OrchestratorError
-from orchestrator.ports import BreakerStore, DelayStore, HistorySink, RunHistory, RunStateStore
+from orchestrator.ports import (
+    BreakerStore,
+    DelayStore,
+    HistorySink,
+    QueueTimeoutStore,
+    RateLimitStore,
+    RunContextStore,
+    RunHistory,
+    RunStateStore,
+    SlotStore,
+    WaitStore,
+    WorkerStore,
+)
 from orchestrator.records import Ended
 from orchestrator.settings import Settings
 
@@ -80,6 +92,12 @@ class Adapters:
     breakers: Callable[[RunStateStore], BreakerStore]
     delays: Callable[[RunStateStore], DelayStore]
     writer: Callable[[RunHistory, Callable[[list[Ended]], None]], HistorySink]
+    queue_timeouts: Callable[[RunStateStore], QueueTimeoutStore]
+    rate_limits: Callable[[RunStateStore], RateLimitStore]
+    slots: Callable[[RunStateStore], SlotStore]
+    waits: Callable[[RunHistory], WaitStore]
+    contexts: Callable[[RunStateStore], RunContextStore]
+    workers: Callable[[RunStateStore], WorkerStore]
 
 
 class Services:
@@ -92,6 +110,12 @@ class Services:
         self._state = Lazy(adapters.state)
         self._breakers = Lazy(lambda: adapters.breakers(self.state))
         self._delays = Lazy(lambda: adapters.delays(self.state))
+        self._rate_limits = Lazy(lambda: adapters.rate_limits(self.state))
+        self._slots = Lazy(lambda: adapters.slots(self.state))
+        self._waits = Lazy(lambda: adapters.waits(self.history))
+        self._queue_timeouts = Lazy(lambda: adapters.queue_timeouts(self.state))
+        self._contexts = Lazy(lambda: adapters.contexts(self.state))
+        self._workers = Lazy(lambda: adapters.workers(self.state))
         self._writer = Lazy(lambda: adapters.writer(self.history, self._announce))
         self._leases = Lazy(lambda: LeaseKeeper(lambda: self.state, settings.lease_seconds))
         self._plans: OrderedDict[PlanKey, tuple[WorkflowSpec, Plan]] = OrderedDict()
@@ -113,6 +137,35 @@ class Services:
     @property
     def delays(self) -> DelayStore:
         return self._delays.get()
+
+    @property
+    def rate_limits(self) -> RateLimitStore:
+        return self._rate_limits.get()
+
+    @property
+    def slots(self) -> SlotStore:
+        """Workflow concurrency slots shared by every process (``engine.concurrency``)."""
+        return self._slots.get()
+
+    @property
+    def waits(self) -> WaitStore:
+        """Sleeping and waiting steps, and the signals sent to runs (PostgreSQL)."""
+        return self._waits.get()
+
+    @property
+    def queue_timeouts(self) -> QueueTimeoutStore:
+        """Step messages waiting under a ``queue_timeout`` (``engine.queue_timeouts``)."""
+        return self._queue_timeouts.get()
+
+    @property
+    def contexts(self) -> RunContextStore:
+        """Each run's context while it runs (``current_run.context``, ``run.context()``)."""
+        return self._contexts.get()
+
+    @property
+    def workers(self) -> WorkerStore:
+        """The registry of workers and their heartbeats (``orchestrator.ops.workers``)."""
+        return self._workers.get()
 
     @property
     def writer(self) -> HistorySink:
@@ -149,7 +202,13 @@ class Services:
             self._history,
             self._state,
             self._breakers,
+            self._waits,
             self._delays,
+            self._rate_limits,
+            self._slots,
+            self._queue_timeouts,
+            self._contexts,
+            self._workers,
             self._writer,
             self._leases,
         ):

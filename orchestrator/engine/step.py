@@ -31,6 +31,7 @@ from orchestrator.engine.calling import effective_policy, guarded, signature_of
 from orchestrator.engine.canvas import item_input, record_id
 from orchestrator.engine.children import waiting_owner
 from orchestrator.engine.conditions import SKIPPED, is_skipped
+from orchestrator.engine.deferral import defer
 from orchestrator.engine.failure import (
     REASONS,
     BadArguments,
@@ -50,7 +51,11 @@ from orchestrator.engine.finish import (
     undeliverable,
 )
 from orchestrator.engine.leases import holder_is_dead
+from orchestrator.engine.queue_timeouts import received
+from orchestrator.engine.rate_limits import Counted, give_back, take_start
+from orchestrator.engine.run_context import SharedContext
 from orchestrator.engine.services import PlanKey, Services, services_of
+from orchestrator.engine.sleeping import WAKE, parked_owner
 from orchestrator.records import Claim, Lease, StepEvent
 from orchestrator.status import RunStatus, StepStatus
 
@@ -83,12 +88,14 @@ class Step:
         self.info: StepPlan = self.plan.steps[self.spec_id]
         self.spec_step = self.spec.step(self.spec_id)
         self.attempt = int(ctx.get("attempt", 1))
+        self.run_priority: int | None = ctx.get("priority")  # for the segments it publishes
         self.policy = effective_policy(task, self.spec_step)
         self.owner = f"{task.request.hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def execute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if "publish_from" in self.ctx:
             return publish_more(self)
+        received(self.rt, self.ctx)  # out of its queue: its queue_timeout no longer runs
         parents = self._parents()
         claim = self._claim(parents)
         if claim.outcome == "done" and self.item is not None:
@@ -104,7 +111,8 @@ class Step:
         if self._ended_unrun(dict(zip(parents, claim.parents, strict=True)), args, kwargs):
             return None
         args = self.arguments(args, parents, claim.parents)
-        trial = self._ask_breaker()
+        counted = self._ask_rate_limit(args, kwargs)
+        trial = self._ask_breaker(counted)
         self.record(
             StepStatus.RUNNING, starts_run=not self.plan.segments[self.info.segment].trigger
         )
@@ -118,6 +126,8 @@ class Step:
                 lambda: self.rt.state.inputs(self.run_id),
                 item=args[0] if self.item is not None else None,
                 item_index=self.item,
+                _context=SharedContext(self.rt, self.run_id, self.spec.name, self.step_id),
+                _signals=lambda name: [s.payload for s in self.rt.waits.signals(self.run_id, name)],
             )
         )
         try:
@@ -173,6 +183,8 @@ class Step:
         lease_ms = int(self.rt.settings.lease_seconds * 1000)
         # a step waiting for its child run is held in the child's name until the child's end
         steal, restored = waiting_owner(self.ctx["child"]) if "child" in self.ctx else "", False
+        if WAKE in self.ctx:  # a parked sleep/wait_for step's wake-up takes its lease over
+            steal = parked_owner(self.step_id)
         while True:
             claim = self.rt.state.claim(
                 self.run_id, self.step_id, self.attempt, self.owner, lease_ms, parents, steal
@@ -242,18 +254,24 @@ class Step:
             self.rt.breakers, self.task.breaker, trial, lambda: self.task.run(*args, **kwargs)
         )
 
-    def _ask_breaker(self) -> bool | None:
-        """None without a breaker; whether this call is the half-open trial; or defer the step."""
+    def _ask_rate_limit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Counted | None:
+        """Count this start against the step's rate limit, or defer the step until its turn."""
+        try:
+            return take_start(self)
+        except NotRetryable as exc:  # its key_expr cannot be evaluated with the run's inputs
+            self.rt.leases.drop(self.lease_key)
+            self._fail_unstarted(exc, args, kwargs)
+
+    def _ask_breaker(self, counted: Counted | None = None) -> bool | None:
+        """None without a breaker; whether this call is the half-open trial; or defer the step
+        (giving back the start ``counted`` against its rate limit)."""
         cfg = self.task.breaker
         if cfg is None:
             return None
         decision, wait = self.rt.breakers.acquire(cfg)
         if decision == "defer":
-            # not an attempt: the same attempt number is delivered again once the breaker allows
-            self.rt.leases.drop(self.lease_key)
-            self.rt.state.release(self.run_id, self.step_id, self.attempt, self.owner)
-            self.rt.state.undo_delivery(self.run_id, self.step_id, self.attempt)
-            raise self.task.retry(countdown=wait, max_retries=None)
+            give_back(self.rt, counted)
+            defer(self, wait)  # not an attempt: the same attempt is delivered again later
         return decision == "trial"
 
     def record(

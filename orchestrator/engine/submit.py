@@ -16,10 +16,13 @@ from orchestrator.core.planner import Plan, build_plan
 from orchestrator.core.shape_checks import check_children
 from orchestrator.core.spec import WorkflowSpec
 from orchestrator.core.task_checks import check_inputs, check_tasks
+from orchestrator.engine.admission import admit
 from orchestrator.engine.canvas import CanvasBuilder, task_id
+from orchestrator.engine.concurrency import SLOT, Gate, gate_of
 from orchestrator.engine.hooks import PARENT
+from orchestrator.engine.priorities import queue_refused
 from orchestrator.engine.services import PlanKey, Services
-from orchestrator.errors import ServiceUnavailable, WorkflowNotFound
+from orchestrator.errors import OrchestratorError, ServiceUnavailable, WorkflowNotFound
 from orchestrator.records import NewRun, NewStep
 from orchestrator.settings import redact
 from orchestrator.status import StepStatus, Trigger
@@ -36,6 +39,7 @@ class Submission:
     idempotency_key: str | None = None
     correlation_id: str | None = None
     tenant_id: str | None = None
+    priority: int | None = None  # 0..9, for each step without a priority of its own
     parent_run_id: str | None = None
     done: dict[str, Any] | None = None  # step id -> result, for a retried run
     parent_step_id: str | None = None  # the step of parent_run_id that runs this child run
@@ -60,6 +64,7 @@ def submit(rt: Services, spec: WorkflowSpec, sub: Submission) -> str:
     check_tasks(spec, rt.catalog)
     check_children(spec, lambda name: _registered(rt, name))
     check_inputs(spec, sub.inputs, rt.catalog)
+    gate = gate_of(spec, sub.inputs)  # a key that does not evaluate raises: nothing written
     done = sub.done or {}
     plan = build_plan(spec, frozenset(done))
     run_id = str(uuid.uuid4())
@@ -87,6 +92,7 @@ def submit(rt: Services, spec: WorkflowSpec, sub: Submission) -> str:
         parent_run_id=sub.parent_run_id,
         done_steps=list(done),
         parent_step_id=sub.parent_step_id,
+        priority=sub.priority,
     )
     rt.state.ping()
     final_id, created = rt.history.create_run(record, steps)
@@ -94,6 +100,8 @@ def submit(rt: Services, spec: WorkflowSpec, sub: Submission) -> str:
         return final_id
     rt.remember(PlanKey(spec.version, run_id if done else None), spec, plan)
     kept = {**done, PARENT: sub.parent} if sub.parent else done
+    if gate is not None:
+        kept = {**kept, SLOT: gate.name}
     rt.state.init_run(run_id, sub.inputs, kept, [s for s in spec.sinks if s in done])
     if sub.parent_step_id:
         rt.history.add_event(
@@ -101,8 +109,12 @@ def submit(rt: Services, spec: WorkflowSpec, sub: Submission) -> str:
         )
     elif sub.parent_run_id:
         rt.history.add_event(sub.parent_run_id, "retried", f"as run {run_id}")
-    builder = CanvasBuilder(rt.app, spec, plan, run_id, sub.inputs, resumed=bool(done))
-    publish_start(rt, builder, plan)
+    if gate is not None and not admit(rt, gate, run_id):
+        return run_id  # waits in line (engine.queued starts it), or was cancelled
+    builder = CanvasBuilder(
+        rt.app, spec, plan, run_id, sub.inputs, resumed=bool(done), priority=sub.priority
+    )
+    publish_start(rt, builder, plan, gate)
     if spec.deadline:
         schedule_deadline(rt, run_id, spec.deadline)
     return run_id
@@ -125,17 +137,30 @@ def schedule_deadline(rt: Services, run_id: str, seconds: float) -> None:
         rt.delays.add(dict(sig), time.time() + seconds)
 
 
-def publish_start(rt: Services, builder: CanvasBuilder, plan: Plan) -> None:
+def publish_start(
+    rt: Services, builder: CanvasBuilder, plan: Plan, gate: Gate | None = None
+) -> None:
     """Publish the segments a run starts with, then note that it was published.
 
-    A broker that cannot be reached fails the run (it is never left pending) and raises.
+    A broker that cannot be reached fails the run (it is never left pending), frees its
+    concurrency slot (``gate``) and raises.
     """
     try:
         for segment in plan.start:
             builder.publish(segment)
     except Exception as exc:  # connection refused, timed out, hung: never leave it pending
-        error = f"not published: the broker at {redact(rt.settings.broker_url)} is unreachable"
+        refused = queue_refused(exc)  # RabbitMQ: a queue declared before without priorities
+        error = refused or (
+            f"not published: the broker at {redact(rt.settings.broker_url)} is unreachable"
+        )
         rt.history.fail_run(builder.run_id, error)
+        if gate is not None:
+            # a run this gives the slot to is started by the reconciler, with the broker back
+            rt.slots.release(gate.name, builder.run_id)
+        if refused:
+            raise OrchestratorError(
+                f"run {builder.run_id} was recorded and marked failed: {refused}"
+            ) from exc
         raise ServiceUnavailable(
             "the Celery broker",
             redact(rt.settings.broker_url),

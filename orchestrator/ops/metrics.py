@@ -44,6 +44,8 @@ TASK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300
 BREAKER_VALUES = {"closed": 0.0, "half_open": 1.0, "half-open": 1.0, "open": 2.0}
 
 BreakerSource = Callable[[], Iterable[tuple[str, str]]]
+RateLimitSource = Callable[[], Iterable[tuple[str, int]]]
+QueueSource = Callable[[], Iterable[tuple[str, int]]]
 
 
 # The totals, as (metric, key, part, n, amount), by ``metric`` (what the triggers count):
@@ -66,6 +68,12 @@ SELECT status, count(*) FROM workflow_runs
 WHERE status IN {SQL_RUNS_UNFINISHED} GROUP BY status
 """)
 _DEAD = text("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL")
+# through the partial index of pending runs never published (migration 0003): runs waiting in
+# line for a concurrency slot (and, for an instant, runs being submitted)
+_IN_LINE = text("""
+SELECT workflow, count(*) FROM workflow_runs
+WHERE status = 'pending' AND published_at IS NULL GROUP BY workflow
+""")
 
 
 def histogram_rows(
@@ -147,6 +155,18 @@ def task_families(
     )
 
 
+def concurrency_family(rows: Iterable[Sequence[Any]]) -> GaugeMetricFamily:
+    """Runs waiting for a concurrency slot, per workflow (from (workflow, count) rows)."""
+    family = GaugeMetricFamily(
+        "orchestrator_runs_waiting_for_concurrency",
+        "Runs recorded but not started, waiting in line for a concurrency slot, per workflow.",
+        labels=["workflow"],
+    )
+    for workflow, count in rows:
+        family.add_metric([str(workflow)], float(count))
+    return family
+
+
 def breaker_family(pairs: Iterable[tuple[str, str]]) -> GaugeMetricFamily:
     """``orchestrator_circuit_breaker_state`` from (breaker name, state) pairs."""
     family = GaugeMetricFamily(
@@ -163,12 +183,46 @@ def breaker_family(pairs: Iterable[tuple[str, str]]) -> GaugeMetricFamily:
     return family
 
 
+def rate_limit_family(pairs: Iterable[tuple[str, int]]) -> CounterMetricFamily:
+    """``orchestrator_rate_limited_deferrals`` from (rate-limit key, deferrals) pairs: steps
+    deferred because their key's window was full (each deferral counts; none is an attempt)."""
+    family = CounterMetricFamily(
+        "orchestrator_rate_limited_deferrals",
+        "Step starts deferred by a full rate-limit window, per rate-limit key.",
+        labels=["key"],
+    )
+    for key, count in pairs:
+        family.add_metric([key], float(count))
+    return family
+
+
+def queue_family(pairs: Iterable[tuple[str, int]]) -> GaugeMetricFamily:
+    """``orchestrator_queue_depth`` from (queue, messages waiting) pairs
+    (``orchestrator.ops.queue_depth``; on Redis summed over the queue's priority lists)."""
+    family = GaugeMetricFamily(
+        "orchestrator_queue_depth",
+        "Messages waiting in each broker queue (on Redis, all its priority lists together).",
+        labels=["queue"],
+    )
+    for queue, depth in pairs:
+        family.add_metric([queue], float(depth))
+    return family
+
+
 class HistoryCollector(Collector):
     """Collects every orchestrator metric from the history tables (and breakers) per scrape."""
 
-    def __init__(self, engine: Callable[[], Engine], breakers: BreakerSource | None = None):
+    def __init__(
+        self,
+        engine: Callable[[], Engine],
+        breakers: BreakerSource | None = None,
+        rate_limits: RateLimitSource | None = None,
+        queues: QueueSource | None = None,
+    ):
         self._engine = engine
         self._breakers = breakers
+        self._rate_limits = rate_limits
+        self._queues = queues
         self._readable = True  # warn when reading starts failing, not on every scrape
         self._foldable = True
 
@@ -182,6 +236,10 @@ class HistoryCollector(Collector):
         yield from families
         if self._breakers is not None:
             yield from self._breaker_states()
+        if self._rate_limits is not None:
+            yield from self._rate_limited()
+        if self._queues is not None:
+            yield from self._queue_depths()
 
     def _read_history(self) -> list[Metric]:
         """The history families, or ``[]`` when PostgreSQL fails (logged when that starts)."""
@@ -270,13 +328,30 @@ class HistoryCollector(Collector):
                 value=float(conn.execute(_DEAD).scalar_one()),
             )
         )
+        families.append(concurrency_family(conn.execute(_IN_LINE)))
         return families
 
     def _breaker_states(self) -> Iterator[Metric]:
         assert self._breakers is not None
-        try:
-            pairs = list(self._breakers())
-        except Exception as exc:  # a breaker store outage must not fail the whole scrape
-            log.warning("metrics: circuit breakers unreadable: %s", type(exc).__name__)
-            return
-        yield breaker_family(pairs)
+        yield from _from_store(self._breakers, breaker_family, "circuit breakers")
+
+    def _rate_limited(self) -> Iterator[Metric]:
+        assert self._rate_limits is not None
+        yield from _from_store(self._rate_limits, rate_limit_family, "rate-limit deferrals")
+
+    def _queue_depths(self) -> Iterator[Metric]:
+        assert self._queues is not None
+        yield from _from_store(self._queues, queue_family, "queue depths")
+
+
+def _from_store(
+    source: Callable[[], Iterable[Any]], family: Callable[[Any], Metric], what: str
+) -> Iterator[Metric]:
+    """``family`` of what ``source`` reads (Redis); nothing when it cannot be read: a store
+    outage must not fail the whole scrape."""
+    try:
+        pairs = list(source())
+    except Exception as exc:
+        log.warning("metrics: %s unreadable: %s", what, type(exc).__name__)
+        return
+    yield family(pairs)

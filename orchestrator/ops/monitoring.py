@@ -26,8 +26,11 @@ from sqlalchemy import Engine, create_engine, text
 
 from orchestrator.logs import scrub
 from orchestrator.ops.metrics import HistoryCollector
+from orchestrator.ops.queue_depth import queue_source
 from orchestrator.settings import Settings, redact
 from orchestrator.stores.redis.breakers import RedisBreakerStore
+from orchestrator.stores.redis.rate_limits import RedisRateLimits
+from orchestrator.stores.redis.workers import WorkerRegistry
 
 log = logging.getLogger("orchestrator.monitoring")
 Check = Callable[[], None]
@@ -111,9 +114,24 @@ def breaker_source(url: str) -> Callable[[], Iterable[tuple[str, str]]]:
     return lambda: [(name, store.get(name).state) for name in store.names()]
 
 
+def rate_limit_source(url: str) -> Callable[[], Iterable[tuple[str, int]]]:
+    """(key, deferrals) of every rate-limit key that deferred a step, from Redis at ``url``."""
+    store = RedisRateLimits(redis.Redis.from_url(url, socket_timeout=PROBE_TIMEOUT))
+    return lambda: sorted(store.deferrals().items())
+
+
 def build_registry(probes: Probes) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(HistoryCollector(probes.engine, breaker_source(probes.settings.state_url)))
+    url = probes.settings.state_url
+    workers = WorkerRegistry(redis.Redis.from_url(url, socket_timeout=PROBE_TIMEOUT))
+    registry.register(
+        HistoryCollector(
+            probes.engine,
+            breaker_source(url),
+            rate_limit_source(url),
+            queues=queue_source(probes.app, workers),
+        )
+    )
     registry.register(ReadinessCollector(probes))
     return registry
 

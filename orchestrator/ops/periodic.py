@@ -6,8 +6,14 @@ missed-fire policy), and :data:`~orchestrator.ops.schedule.CLEANUP_TASK` every h
 
 - One run per (workflow, fire time): the run's idempotency key is
   ``schedule:<workflow>:<fire time>``, so the message of a second beat process starts nothing.
-- ``overlap: skip``: under a per-workflow PostgreSQL lock, a fire does not start a run while the
-  newest scheduled run of the workflow is unfinished (pending, running or paused).
+- Under a per-workflow PostgreSQL lock, a fire reads the schedule's state (``schedule_states``:
+  paused, last fire time handled), starts what :func:`orchestrator.ops.catchup.decide` says
+  (catch-up of missed fire times, nothing while paused), and records its fire time as handled.
+  ``orchestrator schedules pause`` thus takes effect at the next fire, without restarting beat.
+- When beat starts, :func:`check_missed` sends each schedule's fire message once (the start-up
+  check), so missed fire times are caught up at once rather than at the next slot.
+- ``overlap: skip``: a fire does not start a run while the newest scheduled run of the workflow
+  is unfinished (pending, running or paused).
 - The message carries the spec beat loaded, so any worker can start the run (its tasks must be
   importable there, as for any submit).
 - A fire that meets PostgreSQL or Redis away (``ServiceUnavailable`` or a driver's connection
@@ -24,13 +30,23 @@ from typing import Any
 
 import redis
 from celery import Celery
+from celery.beat import BeatLazyFunc
+from celery.signals import beat_init
 
 from orchestrator.core import registry
 from orchestrator.core.spec import WorkflowSpec
 from orchestrator.engine.services import Services, services_of
 from orchestrator.engine.submit import Submission, resolve, submit
 from orchestrator.errors import ServiceUnavailable
-from orchestrator.ops.schedule import CLEANUP_TASK, FIRE_TASK, beat_entries, idempotency_key
+from orchestrator.ops.catchup import CATCHUP_LIMIT, FireDecision, decide
+from orchestrator.ops.schedule import (
+    CLEANUP_TASK,
+    ENTRY_PREFIX,
+    FIRE_TASK,
+    beat_entries,
+    idempotency_key,
+)
+from orchestrator.records import ScheduledRun
 from orchestrator.settings import Settings
 from orchestrator.status import Trigger
 from orchestrator.stores.postgres.housekeeping import (
@@ -38,6 +54,7 @@ from orchestrator.stores.postgres.housekeeping import (
 )
 
 log = logging.getLogger("orchestrator.schedule")
+STARTUP_CHECK = "orchestrator.schedule.check_missed"
 CLEANUP_BATCH = 1000
 FIRE_TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     ServiceUnavailable,  # what the history store and Redis state raise when a server is away
@@ -65,30 +82,74 @@ def fire(
     inputs: dict[str, Any] | None = None,
     overlap: str = "skip",
     spec: dict[str, Any] | None = None,
+    sent_at: str | None = None,
+    startup: bool = False,
 ) -> dict[str, Any]:
-    """Start the run of ``workflow`` for ``fire_time`` unless it exists or must be skipped."""
-    target: WorkflowSpec | str = WorkflowSpec.model_validate(spec) if spec else workflow
-    key = idempotency_key(workflow, fire_time)
-    outcome: dict[str, Any] = {"workflow": workflow, "fire_time": fire_time, "run_id": None}
+    """Start the runs of ``workflow`` that this fire for ``fire_time`` calls for (usually the
+    run of ``fire_time``; catch-up, pause and overlap: :mod:`orchestrator.ops.catchup`), then
+    record ``fire_time`` as handled."""
     rt = services_of(task.app)
-    if overlap == "allow":
-        return {**outcome, "run_id": _start(rt, target, inputs, key)}
+    target = WorkflowSpec.model_validate(spec) if spec else resolve(rt, workflow)
+    outcome: dict[str, Any] = {"workflow": workflow, "fire_time": fire_time, "run_id": None}
+    if target.schedule is None:
+        log.warning("schedule %s %s: the workflow has no schedule any more", workflow, fire_time)
+        return {**outcome, "skipped": "no schedule"}
+    fire_at = datetime.fromisoformat(fire_time)
+    sent = datetime.fromisoformat(sent_at) if sent_at else fire_at  # older messages: on time
     with rt.history.schedule_slot(workflow) as latest:
-        if latest is not None and not latest.finished and latest.idempotency_key != key:
-            log.info(
-                "schedule %s %s: skipped, run %s is still %s (overlap: skip)",
-                workflow,
-                fire_time,
-                latest.id,
-                latest.status,
-            )
-            return {**outcome, "skipped": f"run {latest.id} is still {latest.status}"}
-        return {**outcome, "run_id": _start(rt, target, inputs, key)}
+        state = rt.history.schedule_state(workflow)
+        decision = decide(target.schedule, state, fire_at, sent, startup)
+        _log_decision(workflow, fire_time, decision)
+        keys = [idempotency_key(workflow, t.isoformat()) for t in decision.start]
+        reason = _overlapping(latest, keys) if keys and overlap == "skip" else ""
+        if reason:
+            log.info("schedule %s %s: skipped, %s (overlap: skip)", workflow, fire_time, reason)
+        elif not keys:
+            reason = decision.note or "nothing due"
+        run_ids = [] if reason else [start_run(rt, target, inputs, key) for key in keys]
+        rt.history.record_fire(workflow, fire_at)
+    if reason:
+        return {**outcome, "skipped": reason}
+    if len(run_ids) > 1:
+        outcome["run_ids"] = run_ids
+    return {**outcome, "run_id": run_ids[-1]}
 
 
-def _start(
+def _overlapping(latest: ScheduledRun | None, keys: list[str]) -> str:
+    """Why ``overlap: skip`` starts none of ``keys``' runs ("" when they may start)."""
+    if latest is None or latest.finished or latest.idempotency_key in keys:
+        return ""  # the same key: a retry after a partial submit goes on
+    return f"run {latest.id} is still {latest.status}"
+
+
+def _log_decision(workflow: str, fire_time: str, decision: FireDecision) -> None:
+    if decision.dropped:
+        log.warning(
+            "schedule %s %s: %s; starting the latest %d, not the %d before them (catchup: all "
+            "starts at most %d runs per fire; `orchestrator schedules backfill` starts the rest)",
+            workflow,
+            fire_time,
+            decision.note,
+            len(decision.start),
+            decision.dropped,
+            CATCHUP_LIMIT,
+        )
+    elif not decision.start:
+        log.info("schedule %s %s: no run (%s)", workflow, fire_time, decision.note)
+    elif decision.note:
+        log.info(
+            "schedule %s %s: %s; starting %d run(s)",
+            workflow,
+            fire_time,
+            decision.note,
+            len(decision.start),
+        )
+
+
+def start_run(
     rt: Services, target: WorkflowSpec | str, inputs: dict[str, Any] | None, key: str
 ) -> str:
+    """Submit the scheduled run keyed ``key`` (the run that has that key, if one does)."""
     sub = Submission(inputs=dict(inputs or {}), trigger=Trigger.SCHEDULE, idempotency_key=key)
     run_id = submit(rt, resolve(rt, target), sub)
     log.info("schedule: run %s (%s)", run_id, key)
@@ -118,10 +179,35 @@ def install(app: Celery, settings: Settings) -> None:
             app.task(name=name, bind=True, ignore_result=True, shared=False, lazy=False, **options)(
                 func
             )
+    beat_init.connect(check_missed, weak=False, dispatch_uid=STARTUP_CHECK)
     days = float(settings.retention_days)
     _check_retention(days, settings.result_expires)
     entries = beat_entries(registry.all_workflows(), days)
     app.conf.beat_schedule = {**(app.conf.beat_schedule or {}), **entries}
+
+
+def check_missed(sender: Any = None, **_: Any) -> None:
+    """When beat starts (``beat_init``): send each scheduled workflow's fire message once, marked
+    as the start-up check, so fire times missed while beat was down are caught up at once (the
+    fire task decides which, :mod:`orchestrator.ops.catchup`), with or without beat's own
+    schedule file."""
+    app: Celery = sender.app
+    entries = {
+        name: entry
+        for name, entry in (app.conf.beat_schedule or {}).items()
+        if name.startswith(ENTRY_PREFIX) and entry.get("task") == FIRE_TASK
+    }
+    for name, entry in entries.items():
+        kwargs = {k: v() if isinstance(v, BeatLazyFunc) else v for k, v in entry["kwargs"].items()}
+        try:
+            app.send_task(FIRE_TASK, kwargs={**kwargs, "startup": True}, **entry["options"])
+        except Exception as exc:  # the broker away: beat's regular fires catch up later
+            log.warning("schedule %s: start-up check not sent: %s", name, exc)
+    if entries:
+        log.info(
+            "schedule: start-up check sent for %d schedule(s) (missed fire times)",
+            len(entries),
+        )
 
 
 def _check_retention(days: float, result_expires: int) -> None:

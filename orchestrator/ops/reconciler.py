@@ -3,8 +3,10 @@
 It runs as a thread in the main process of every worker; a lock in Redis lets one of them work
 at a time. Each pass (every ``ORCHESTRATOR_RECONCILE_INTERVAL`` seconds):
 
-1. finishes runs whose steps have all ended but whose run row has not (a lost final write);
-2. publishes runs recorded but never published (the submitter died between the two);
+1. finishes runs whose steps have all ended but whose run row has not (a lost final write),
+   and repairs concurrency slots (``ops.slots``: lost state rebuilt, slots of ended runs freed);
+2. publishes runs recorded but never published (the submitter died between the two), unless
+   they wait in line for a concurrency slot;
 3. publishes again the next attempt of a retrying step that is overdue and was never claimed
    (lost at publish during a broker error, or with the process that held it);
 4. recovers runs with a step whose lease lapsed (its worker died: SIGKILL, OOM, power) and runs
@@ -13,7 +15,12 @@ at a time. Each pass (every ``ORCHESTRATOR_RECONCILE_INTERVAL`` seconds):
    has been missing for a whole lease period: a process that is alive re-creates its lease
    within a third of that (after a Redis restart, say), and must not see its step run twice. A
    run whose pending steps' queues still hold messages is waiting in a backlog, not stalled;
-5. fails the running steps of runs that ended whose worker died (nothing else would end them).
+5. fails the running steps of runs that ended whose worker died (nothing else would end them);
+6. wakes sleeping and waiting steps (``engine.sleeping``) that are due, or whose signal
+   arrived, but were not woken (their wake-up was lost with Redis): their timers are in
+   PostgreSQL.
+7. fails the steps not received by a worker within their ``queue_timeout`` of becoming ready
+   (``ops.queue_timeouts``), also when no worker consumes their queue.
 
 A run that Redis says failed or was cancelled, but whose end never reached PostgreSQL (the
 writer's process died, or PostgreSQL was down past its retries), is ended, not recovered. A run
@@ -42,10 +49,14 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.core.spec import WorkflowSpec
+from orchestrator.engine.children import ended_child
 from orchestrator.engine.hooks import on_run_ended
 from orchestrator.engine.services import Services
+from orchestrator.engine.sleeping import wake_due
 from orchestrator.errors import ServiceUnavailable
-from orchestrator.ops.recovery import recover_run
+from orchestrator.ops.queue_timeouts import expire_queued
+from orchestrator.ops.recovery import fan_out_busy, recover_run
+from orchestrator.ops.slots import may_publish, repair_slots
 from orchestrator.status import RunStatus, StepStatus
 
 log = logging.getLogger("orchestrator.recovery")
@@ -91,10 +102,13 @@ class Reconciler:
         self.rt.history.fold_metrics()  # keeps the metrics' delta table short
         return {
             "finished": self._finish_settled(),
+            "slots": repair_slots(self.rt),
             "published": self._publish_unpublished(),
             "republished": self._republish_late_retries(),
             "recovered": self._recover_stalled(),
             "orphans_ended": self._end_orphans(),
+            "woken": wake_due(self.rt, self._backlog()),
+            "queue_timeouts": expire_queued(self.rt),
         }
 
     def _finish_settled(self) -> int:
@@ -142,7 +156,11 @@ class Reconciler:
         return sum(
             self._each(run_id, self._recover, "recorded but never published")
             for run_id in unpublished
+            if self._each(run_id, self._may_publish)  # a run waiting for a slot stays in line
         )
+
+    def _may_publish(self, run_id: str) -> bool:
+        return may_publish(self.rt, run_id)
 
     def _recover(self, run_id: str, reason: str) -> bool:
         return recover_run(self.rt, run_id, reason) is not None
@@ -151,7 +169,12 @@ class Reconciler:
         """Runs with a step whose lease has been missing for a whole lease period."""
         lease = self.rt.settings.lease_seconds
         self._missing = self._still_missing(self.rt.history.suspect_steps(lease), self._missing)
-        return {found[0] for found in self._gone(self._missing)}
+        sizes: dict[str, int] = {}  # a fanned-out for_each step holds no lease: lost if idle
+        return {
+            run
+            for run, step, _ in self._gone(self._missing)
+            if not fan_out_busy(self.rt, run, step, lambda r: self._queued(r, sizes))
+        }
 
     def _still_missing(
         self, suspects: list[tuple[str, str, int]], seen: dict[tuple[str, str, int], float]
@@ -167,12 +190,21 @@ class Reconciler:
     def _end_orphans(self) -> int:
         """Fail the running steps of ended runs whose worker died (no one else would)."""
         lease = self.rt.settings.lease_seconds
-        self._orphans = self._still_missing(self.rt.history.orphaned_steps(lease), self._orphans)
+        orphaned = self.rt.history.orphaned_steps(lease)
+        self._orphans = self._still_missing(orphaned, self._orphans)
         error = "its worker died after the run had ended (lease lapsed)"
         return sum(
             self.rt.history.fail_orphan(run, step, error)
             for run, step, _ in self._gone(self._orphans)
-        )
+        ) + sum(self._end_waiting(run, step) for run, step, _ in orphaned)
+
+    def _end_waiting(self, run_id: str, step_id: str) -> bool:
+        """End a step of an ended run that waited for a child run which has ended too."""
+        child = ended_child(self.rt.history, run_id, step_id)
+        if child is None:
+            return False
+        error = f"its run ended while it waited for child run {child.id} ({child.status})"
+        return self.rt.history.fail_orphan(run_id, step_id, error)
 
     def _republish_late_retries(self) -> int:
         """Publish again the next attempt of a retrying step that is overdue and unclaimed."""
@@ -213,6 +245,17 @@ class Reconciler:
             self._each(r, self._recover, "stalled: nothing running, a step ready") for r in stalled
         ]
         return sum(died) + sum(stall)
+
+    def _backlog(self) -> Callable[[str], bool]:
+        """Whether a queue holds messages, asked once per queue per pass."""
+        sizes: dict[str, int] = {}
+
+        def held(queue: str) -> bool:
+            if queue not in sizes:
+                sizes[queue] = queue_size(self.rt.app, queue)
+            return sizes[queue] > 0
+
+        return held
 
     def _queued(self, run_id: str, sizes: dict[str, int]) -> bool:
         """Whether a queue a pending step of the run uses still holds messages: then the run

@@ -5,17 +5,24 @@ history died with their process), and the rest of the DAG is planned again under
 and published. A run that Redis says failed or was cancelled, but whose end never reached
 PostgreSQL, is ended instead; a run with a step still running elsewhere (a live lease), or
 recovered moments ago, is left alone.
+
+A ``for_each`` step that fanned out holds no lease while its items run (each item holds its
+own): its items that did not end are published again (:func:`republish_items`: lost with a
+worker mid-item, reserved by it, or never published because the batch message publishing them
+died), and the reconciler takes the step for a lost one only once its fan-out made no progress
+for a lease period with nothing queued (:func:`fan_out_busy`).
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from orchestrator.core.planner import build_plan
 from orchestrator.core.spec import WorkflowSpec
-from orchestrator.engine.canvas import CanvasBuilder
+from orchestrator.engine.canvas import CTX_KEY, CanvasBuilder, item_id
 from orchestrator.engine.conditions import SKIPPED
 from orchestrator.engine.hooks import on_run_ended
 from orchestrator.engine.services import PlanKey, Services
@@ -60,10 +67,18 @@ def recover_run(rt: Services, run_id: str, reason: str) -> int | None:
     rt.remember(PlanKey(spec.version, run_id, epoch), spec, plan)
     rt.state.init_run(run_id, record.inputs, done, [s for s in spec.sinks if s in done])
     builder = CanvasBuilder(
-        rt.app, spec, plan, run_id, record.inputs, epoch=epoch, attempts=attempts
+        rt.app,
+        spec,
+        plan,
+        run_id,
+        record.inputs,
+        epoch=epoch,
+        attempts=attempts,
+        priority=record.priority,
     )
     for segment in plan.start:  # a broker error raises: the next pass tries again
         builder.publish(segment)
+    republish_items(rt, builder, spec, steps)
     rt.history.mark_published(run_id)
     rt.history.add_event(run_id, "recovered", f"epoch {epoch}: {reason}")
     log.warning("run %s recovered (epoch %d): %s", run_id, epoch, reason)
@@ -117,3 +132,51 @@ def _unrecorded(
 def recovery_grace(rt: Services) -> float:
     """How long after a recovery a run is left alone (its messages still being claimed)."""
     return 2 * rt.settings.lease_seconds + 2 * rt.settings.reconcile_interval
+
+
+def _items(steps: list[StepRecord], step_id: str) -> list[StepRecord]:
+    """The item rows of a ``for_each`` step that fanned out (none if it did not)."""
+    return [s for s in steps if s.step_id.startswith(f"{step_id}[") and s.step_id.endswith("]")]
+
+
+def republish_items(
+    rt: Services, builder: CanvasBuilder, spec: WorkflowSpec, steps: list[StepRecord]
+) -> int:
+    """Publish again the items of fanned-out ``for_each`` steps that neither ended nor run
+    elsewhere (a live lease); a copy of one that is still queued finds it done (its claim)."""
+    run_id, published = builder.run_id, 0
+    by_id = {s.step_id: s for s in steps}
+    for step in spec.steps:
+        row = by_id.get(step.id)
+        items = _items(steps, step.id) if step.for_each and row else []
+        if row is None or row.status != StepStatus.RUNNING or not items:
+            continue
+        for index in range(len(items)):
+            item = by_id.get(item_id(step.id, index))
+            attempt = max(1, item.attempts) if item is not None else 1
+            if item is not None and item.status not in (StepStatus.PENDING, StepStatus.RUNNING):
+                continue
+            if rt.state.lease_alive(run_id, item_id(step.id, index), attempt):
+                continue
+            signature = builder.item(step.id, index, len(items))
+            if attempt > 1:
+                signature.kwargs[CTX_KEY]["attempt"] = attempt
+            signature.apply_async()
+            published += 1
+    if published:
+        log.warning("run %s: %d for_each items published again", run_id, published)
+    return published
+
+
+def fan_out_busy(rt: Services, run_id: str, step_id: str, queued: Callable[[str], bool]) -> bool:
+    """Whether ``step_id`` is a ``for_each`` step whose fan-out goes on: an item of it started
+    or ended within a lease period, or the run's queues hold messages. Such a step holds no
+    lease of its own, and is not lost."""
+    steps = rt.history.get_steps(run_id)
+    items = _items(steps, step_id)
+    if not items:
+        return False
+    recent = datetime.now(UTC) - timedelta(seconds=rt.settings.lease_seconds)
+    moments = [t for s in items for t in (s.started_at, s.finished_at) if t is not None]
+    aware = [t if t.tzinfo else t.replace(tzinfo=UTC) for t in moments]
+    return any(t >= recent for t in aware) or queued(run_id)

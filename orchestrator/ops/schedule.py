@@ -12,17 +12,19 @@ Beat computes the fire time when it sends the message (the latest slot at or bef
 moment) and the fire task submits the run with ``idempotency_key="schedule:<workflow>:<fire
 time ISO>"``, so a second beat's message for the same slot starts nothing.
 
-Missed fire times (beat was down, or too busy): **one catch-up run, not one per missed slot.**
-When beat comes back and one or more slots passed since an entry last fired, it fires once, for
-the most recent missed slot, then continues on the regular slots. A fire message that no worker
-takes within one period (at least a minute, at most a day) expires, so a long worker outage does
-not turn into a burst of runs. A new entry (first start of beat, or a new workflow) waits for its
-first slot after beat started.
+Missed fire times (beat was down, or too busy) are decided by the fire task against the last
+fire time handled, kept in PostgreSQL: see :mod:`orchestrator.ops.catchup` (``catchup: latest``,
+the default, starts one run for the latest of them). A fire message that no worker takes within
+one period (at least a minute, at most a day) expires, so a long worker outage does not turn into
+a burst of messages. :mod:`orchestrator.ops.fire_times` lists the slots of a range (catch-up and
+``orchestrator schedules backfill``); :func:`describe` is how the CLI and the console show a
+schedule.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+import functools
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery.beat import BeatLazyFunc
@@ -30,7 +32,8 @@ from celery.schedules import BaseSchedule, schedstate
 
 from orchestrator.core.cron import Cron
 from orchestrator.core.spec import ScheduleSpec, WorkflowSpec
-from orchestrator.errors import ScheduleError
+from orchestrator.errors import NotScheduled, ScheduleError
+from orchestrator.records import ScheduleState
 
 FIRE_TASK = "orchestrator.fire_schedule"
 CLEANUP_TASK = "orchestrator.cleanup_history"
@@ -40,7 +43,6 @@ CLEANUP_EVERY = 3600.0
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
-_MAX_DAYS = 366 * 8 + 2  # the rarest satisfiable day (Feb 29) recurs within 8 years
 _NEVER = 3600.0  # how often beat re-checks a cron expression that never matches
 _MARGIN = 0.02  # wake just after a slot, not 10 ms before it (beat subtracts 10 ms)
 
@@ -50,46 +52,33 @@ def utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+@functools.lru_cache(maxsize=256)
+def parsed(cron: str) -> Cron:
+    """``cron`` parsed once per process (listing fire times asks for it at every slot)."""
+    return Cron.parse(cron)
+
+
 def cron_previous(cron: Cron, now: datetime) -> datetime | None:
     """The latest slot at or before ``now``, or None if the expression never matches."""
-    start = utc(now).replace(second=0, microsecond=0)
-    day, limit = start.date(), (start.hour, start.minute)
-    for _ in range(_MAX_DAYS):
-        if cron.day_matches(day):
-            for hour in sorted((h for h in cron.hours if h <= limit[0]), reverse=True):
-                cap = limit[1] if hour == limit[0] else 59
-                minutes = [m for m in cron.minutes if m <= cap]
-                if minutes:
-                    return datetime.combine(day, time(hour, max(minutes)), UTC)
-        day, limit = day - timedelta(days=1), (23, 59)
-    return None
+    return cron.previous(utc(now))
 
 
 def cron_next(cron: Cron, now: datetime) -> datetime | None:
     """The earliest slot strictly after ``now``, or None if the expression never matches."""
-    start = utc(now).replace(second=0, microsecond=0) + timedelta(minutes=1)
-    day, limit = start.date(), (start.hour, start.minute)
-    for _ in range(_MAX_DAYS):
-        if cron.day_matches(day):
-            for hour in sorted(h for h in cron.hours if h >= limit[0]):
-                floor = limit[1] if hour == limit[0] else 0
-                minutes = [m for m in cron.minutes if m >= floor]
-                if minutes:
-                    return datetime.combine(day, time(hour, min(minutes)), UTC)
-        day, limit = day + timedelta(days=1), (0, 0)
-    return None
+    return cron.next(utc(now))
 
 
 # -- fire times -----------------------------------------------------------------------------------
 
 
-def _step(seconds: float) -> int:
+def step_micros(seconds: float) -> int:
+    """One slot of ``every: seconds``, in microseconds (at least one)."""
     return max(1, round(seconds * 1_000_000))
 
 
 def every_previous(seconds: float, now: datetime) -> datetime:
     """The latest multiple of ``seconds`` since the epoch at or before ``now`` (µs-exact)."""
-    step = _step(seconds)
+    step = step_micros(seconds)
     micros = (utc(now) - EPOCH) // _MICRO
     return EPOCH + timedelta(microseconds=micros - micros % step)
 
@@ -98,14 +87,14 @@ def previous_fire(cron: str | None, every: float | None, now: datetime) -> datet
     """The slot a message sent at ``now`` is for: the latest slot at or before ``now``."""
     if every is not None:
         return every_previous(every, now)
-    return cron_previous(Cron.parse(cron or ""), now)
+    return cron_previous(parsed(cron or ""), now)
 
 
 def next_fire(cron: str | None, every: float | None, now: datetime) -> datetime | None:
     """The first slot strictly after ``now``."""
     if every is not None:
-        return every_previous(every, now) + timedelta(microseconds=_step(every))
-    return cron_next(Cron.parse(cron or ""), now)
+        return every_previous(every, now) + timedelta(microseconds=step_micros(every))
+    return cron_next(parsed(cron or ""), now)
 
 
 def fire_time_iso(cron: str | None, every: float | None, now: datetime | None = None) -> str:
@@ -188,6 +177,30 @@ class FireTime(BeatLazyFunc):  # type: ignore[misc]
         return f"FireTime({describe_schedule(self.cron, self.every)})"
 
 
+def sent_at_iso() -> str:
+    """The moment beat sends a fire message (ISO 8601, UTC): how late it is for its slot."""
+    return datetime.now(UTC).isoformat()
+
+
+class SentAt(BeatLazyFunc):  # type: ignore[misc]
+    """A beat entry argument evaluated when beat sends the message: the moment it is sent."""
+
+    def __init__(self) -> None:
+        super().__init__(sent_at_iso)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.__class__, ()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SentAt)
+
+    def __hash__(self) -> int:
+        return hash(SentAt)
+
+    def __repr__(self) -> str:
+        return "SentAt()"
+
+
 def workflow_entry(spec: WorkflowSpec, schedule: ScheduleSpec, now: datetime) -> dict[str, Any]:
     """The beat entry of one scheduled workflow; the message carries the spec beat loaded."""
     expires = min(86400.0, max(60.0, period(schedule.cron, schedule.every, now)))
@@ -197,6 +210,7 @@ def workflow_entry(spec: WorkflowSpec, schedule: ScheduleSpec, now: datetime) ->
         "kwargs": {
             "workflow": spec.name,
             "fire_time": FireTime(schedule.cron, schedule.every),
+            "sent_at": SentAt(),
             "inputs": dict(schedule.inputs),
             "overlap": schedule.overlap,
             "spec": spec.model_dump(mode="json"),
@@ -225,3 +239,26 @@ def beat_entries(specs: list[WorkflowSpec], retention_days: float) -> dict[str, 
 def describe_schedule(cron: str | None, every: float | None) -> str:
     """``cron 0 2 * * *`` or ``every 60s``."""
     return f"cron {cron}" if cron is not None else f"every {every:g}s"
+
+
+def describe(
+    spec: WorkflowSpec, state: ScheduleState | None = None, now: datetime | None = None
+) -> dict[str, Any]:
+    """One scheduled workflow as ``orchestrator schedules`` and the console show it: its
+    schedule, catch-up, pause flag, last fire time handled (from ``state``; None when it is not
+    known) and next fire time (UTC)."""
+    schedule = spec.schedule
+    if schedule is None:
+        raise NotScheduled(spec.name, "describe")
+    return {
+        "workflow": spec.name,
+        "schedule": describe_schedule(schedule.cron, schedule.every),
+        "cron": schedule.cron,
+        "every": schedule.every,
+        "inputs": dict(schedule.inputs),
+        "overlap": schedule.overlap,
+        "catchup": schedule.catchup,
+        "paused": None if state is None else state.paused,  # None: not known (PostgreSQL away)
+        "last_fire_time": None if state is None else state.last_fire_time,
+        "next_fire_time": next_fire(schedule.cron, schedule.every, now or datetime.now(UTC)),
+    }

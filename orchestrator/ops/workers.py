@@ -1,13 +1,20 @@
-"""Live workers: each worker says what it consumes and runs; the CLI asks before it submits.
+"""Workers: each says what it consumes and runs; ``orchestrator workers`` lists them, the CLI
+asks them before it submits.
 
 A thread of each worker's main process (:class:`Heartbeat`) writes the worker's entry to the
-registry in Redis (``orchestrator.stores.redis.workers``) every ``HEARTBEAT_EVERY`` seconds:
-its node name, the queues it consumes, the tasks it registered, its concurrency. The entry
-expires ``ENTRY_TTL`` seconds after the last write, so a worker that died drops out by itself;
-one that stops removes it. With the registry, :func:`cannot_run` tells why no live worker
-would run a task from a queue (none runs, none consumes the queue, or those that do lack the
-task: their ``ORCHESTRATOR_TASK_MODULES`` misses its module), and :func:`submit_check` applies
-it to every step of a workflow before ``orchestrator run`` submits it.
+registry of workers (the ``WorkerStore`` port; Redis in production) every
+``records.HEARTBEAT_EVERY`` seconds (5): its node name, pid, the queues it consumes, the tasks it
+registered, its concurrency and the steps its pool runs now (run id, step id). The bounds:
+
+* a worker silent for longer than ``records.LOST_AFTER`` (15 s: 3 missed heartbeats) is listed
+  ``lost``: it died (SIGKILL, OOM, power), hangs, or cannot reach Redis;
+* a worker silent for longer than ``records.DROPPED_AFTER`` (10 minutes) is no longer listed;
+* one that stops (warm shutdown) removes its entry at once.
+
+A lost worker's steps are the reconciler's (:mod:`orchestrator.ops.reconciler`): their leases
+lapse (``ORCHESTRATOR_LEASE_SECONDS``) and another worker's reconciler recovers their runs.
+With the live workers, :func:`cannot_run` tells why none would run a task from a queue, and
+:func:`submit_check` applies it to every step of a workflow before ``orchestrator run``.
 """
 
 from __future__ import annotations
@@ -19,13 +26,29 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from orchestrator.core.spec import StepSpec, WorkflowSpec
-from orchestrator.stores.redis.workers import WorkerInfo, WorkerRegistry
+from celery.worker import state as worker_state  # imported before any thread: fork safety
+
+from orchestrator.core.spec import WorkflowSpec
+from orchestrator.engine.canvas import CTX_KEY, record_id
+from orchestrator.engine.services import Services
+from orchestrator.engine.wait_reasons import START_WORKER, cannot_run, step_queue
+from orchestrator.ports import WorkerStore
+from orchestrator.records import DROPPED_AFTER, HEARTBEAT_EVERY, LOST_AFTER, WorkerInfo
 
 log = logging.getLogger("orchestrator")
-HEARTBEAT_EVERY = 5.0
-ENTRY_TTL = 3 * HEARTBEAT_EVERY
-START_WORKER = "celery -A orchestrator.worker worker"
+__all__ = [
+    "DROPPED_AFTER",
+    "HEARTBEAT_EVERY",
+    "LOST_AFTER",
+    "START_WORKER",
+    "Heartbeat",
+    "cannot_run",
+    "describe",
+    "list_workers",
+    "live_workers",
+    "step_queue",
+    "submit_check",
+]
 
 
 def describe(consumer: Any, started_at: float) -> WorkerInfo:
@@ -44,7 +67,30 @@ def describe(consumer: Any, started_at: float) -> WorkerInfo:
         pid=os.getpid(),
         started_at=started_at,
         seen_at=time.time(),
+        running=running_steps(),
     )
+
+
+def running_steps() -> tuple[tuple[str, str], ...]:
+    """The steps this worker's pool executes now: (run id, step id), from Celery's own record
+    of the requests it handed to the pool (``celery.worker.state.active_requests``)."""
+    for _ in range(3):  # the consumer's thread may change the set while it is read
+        try:
+            requests = list(worker_state.active_requests)
+            break
+        except RuntimeError:
+            continue
+    else:
+        return ()
+    found = set()
+    for request in requests:
+        try:
+            ctx = (request.kwargs or {}).get(CTX_KEY)
+        except Exception:  # a message that cannot be decoded is no step of ours
+            continue
+        if isinstance(ctx, dict) and "run_id" in ctx and "step_id" in ctx:
+            found.add((str(ctx["run_id"]), record_id(ctx)))
+    return tuple(sorted(found))
 
 
 class Heartbeat:
@@ -52,7 +98,7 @@ class Heartbeat:
 
     def __init__(
         self,
-        registry: WorkerRegistry,
+        registry: WorkerStore,
         info: Callable[[], WorkerInfo],
         every: float = HEARTBEAT_EVERY,
     ) -> None:
@@ -74,8 +120,8 @@ class Heartbeat:
         try:
             info = self.info()
             self.name = info.name
-            self.registry.publish(info, ENTRY_TTL)
-        except Exception as exc:  # Redis away: the entry lapses, the next beat writes it again
+            self.registry.publish(info, DROPPED_AFTER)
+        except Exception as exc:  # Redis away: the entry ages, the next beat writes it again
             log.warning("worker heartbeat not written: %s", exc)
 
     def stop(self) -> None:
@@ -85,35 +131,22 @@ class Heartbeat:
         if self.name is not None:
             try:
                 self.registry.remove(self.name)
-            except Exception as exc:  # Redis away: the entry expires by itself
-                log.warning("worker entry not removed (it expires in %.0fs): %s", ENTRY_TTL, exc)
+            except Exception as exc:  # Redis away: the entry is listed lost, then dropped
+                log.warning("worker entry not removed: %s", exc)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
             self.beat()
 
 
-def cannot_run(task: str, queue: str, workers: list[WorkerInfo]) -> str | None:
-    """Why no live worker would run ``task`` from ``queue``; None when one would."""
-    if not workers:
-        return f"no worker is running; start one ({START_WORKER})"
-    consumers = [w for w in workers if w.consumes(queue)]
-    if not consumers:
-        return f"no live worker consumes this queue; start one with -Q {queue}"
-    if not any(w.has(task) for w in consumers):
-        names = ", ".join(w.name for w in consumers)
-        return (
-            f"no live worker on this queue has registered the task (workers: {names}); add its "
-            "module to their ORCHESTRATOR_TASK_MODULES and restart them"
-        )
-    return None
+def list_workers(rt: Services) -> list[WorkerInfo]:
+    """Every worker heard from in the last ``DROPPED_AFTER`` seconds, live or lost, by name."""
+    return rt.workers.workers(LOST_AFTER)
 
 
-def step_queue(app: Any, step: StepSpec) -> str:
-    """The queue a step's messages go to: the step's, else its task's, else the default."""
-    task = app.tasks.get(step.task)
-    named = step.queue or step.options.get("queue") or getattr(task, "queue", None)
-    return str(named or app.conf.task_default_queue)
+def live_workers(rt: Services) -> list[WorkerInfo]:
+    """The workers that are not lost."""
+    return [w for w in list_workers(rt) if not w.lost]
 
 
 def submit_check(

@@ -42,9 +42,15 @@ from orchestrator.engine.handle import RunHandle
 from orchestrator.engine.services import Adapters, services_of
 from orchestrator.settings import Settings, get_settings
 from orchestrator.stores.memory.breakers import MemoryBreakerStore
+from orchestrator.stores.memory.context import MemoryRunContext
 from orchestrator.stores.memory.delays import MemoryDelays
 from orchestrator.stores.memory.history import MemoryHistory
+from orchestrator.stores.memory.queue_timeouts import MemoryQueueTimeouts
+from orchestrator.stores.memory.rate_limits import MemoryRateLimits
 from orchestrator.stores.memory.runs import MemoryRunState
+from orchestrator.stores.memory.slots import MemorySlots
+from orchestrator.stores.memory.waits import MemoryWaits
+from orchestrator.stores.memory.workers import MemoryWorkers
 from orchestrator.stores.memory.writer import MemoryWriter
 
 HOSTNAME = f"inline@{socket.gethostname()}"
@@ -70,16 +76,26 @@ def memory_adapters(
     state: MemoryRunState | None = None,
     breakers: MemoryBreakerStore | None = None,
     delays: MemoryDelays | None = None,
+    rate_limits: MemoryRateLimits | None = None,
 ) -> Adapters:
     """The in-memory twins of every port: those given (a test keeps them, with its clocks), and
-    fresh ones for the others."""
+    fresh ones for the others (rate limits on the breakers' clock)."""
     history, state = history or MemoryHistory(), state or MemoryRunState()
     made_breakers, made_delays = breakers or MemoryBreakerStore(), delays or MemoryDelays()
+    made_rate_limits = rate_limits or MemoryRateLimits(made_breakers.clock)
+    contexts, workers = MemoryRunContext(), MemoryWorkers()
+    slots = MemorySlots()
     return Adapters(
         history=lambda: history,
         state=lambda: state,
         breakers=lambda _: made_breakers,
         delays=lambda _: made_delays,
+        rate_limits=lambda _: made_rate_limits,
+        slots=lambda _: slots,
+        contexts=lambda _: contexts,
+        workers=lambda _: workers,
+        waits=lambda h: MemoryWaits(cast(MemoryHistory, h)),
+        queue_timeouts=lambda _: MemoryQueueTimeouts(),
         writer=lambda _, announce: MemoryWriter(history, on_finalized=announce),
     )
 

@@ -43,7 +43,8 @@ from orchestrator.testing.cluster import Cluster, environ_settings
 from orchestrator.testing.workers import Worker
 
 INI_TASK_MODULES = "orchestrator_task_modules"
-KEPT = pytest.StashKey[Path]()
+KEPT = pytest.StashKey[list[tuple[str, Path]]]()
+"""The session's clusters kept because a test failed: (what, directory)."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -72,20 +73,27 @@ def orchestrator_cluster(
     settings["ORCHESTRATOR_TASK_MODULES"] = ",".join(orchestrator_task_modules)
     cluster = Cluster(settings, name="orchestrator-pytest").start()
     yield cluster
+    close_cluster(request, cluster, "orchestrator cluster")
+
+
+def close_cluster(request: pytest.FixtureRequest, cluster: Cluster, what: str) -> None:
+    """Close a session's cluster at its end: its directory is removed, or kept when a test
+    failed and named (as ``what``) in the terminal summary, by :func:`pytest_terminal_summary`
+    (a fixture's own output would be captured). A conftest that closes its own cluster this way
+    names the hook among its globals too."""
     failed = request.session.testsfailed > 0
     cluster.close(keep=failed)
     if failed:
-        request.config.stash[KEPT] = cluster.root
+        request.config.stash.setdefault(KEPT, []).append((what, cluster.root))
 
 
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, config: pytest.Config
 ) -> None:
-    """Name the kept cluster directory (a fixture's own output would be captured)."""
-    if KEPT in config.stash:
-        terminalreporter.write_line(
-            f"orchestrator cluster kept at {config.stash[KEPT]} (worker logs)"
-        )
+    """Name the kept cluster directories (once, also when the hook is registered twice)."""
+    kept, config.stash[KEPT] = config.stash.get(KEPT, []), []
+    for what, root in kept:
+        terminalreporter.write_line(f"{what} kept at {root} (worker logs)")
 
 
 @pytest.fixture(scope="session")

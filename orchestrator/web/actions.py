@@ -59,6 +59,13 @@ class Actions:
             action=action, run_id=run_id, changed=changed, new_run_id=new_run_id, message=message
         )
 
+    def signal(self, run_id: str, name: str, payload: Any, user: str) -> Done:
+        """Send signal ``name`` with ``payload`` to the run, as ``user`` (``SignalError``,
+        ``InvalidTransition`` when it ended, ``RunNotFound``; nothing is sent then)."""
+        sent = RunHandle(run_id, self.services).signal(name, payload, sender=f"{user} (console)")
+        message = f"run {run_id}: signal {name!r} sent by {user} ({sent.size} bytes)"
+        return Done(action="signal", run_id=run_id, changed=True, message=message)
+
     def replay(self, letter_id: int, user: str) -> Done:
         """Replay a dead letter (``OrchestratorError`` when it was replayed already)."""
         replayed = replay(self.services, letter_id)

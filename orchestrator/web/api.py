@@ -6,7 +6,7 @@ These functions are the console's one way to its data and actions: the pages cal
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
@@ -34,25 +34,22 @@ class StartRun(BaseModel):
     correlation_id: str | None = None
 
 
+class SignalBody(BaseModel):
+    """The signal of a ``signal`` action: its name and JSON payload (``run.signal``)."""
+
+    name: str = ""
+    payload: Any = None
+
+
 class Token(BaseModel):
     csrf_token: str
 
 
 @router.get("/runs")
-def list_runs(
-    request: Request,
-    workflow: str | None = None,
-    status: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
-    q: str | None = None,
-    after: str | None = None,
-    limit: str | None = None,
-) -> RunPage:
+def list_runs(request: Request, asked: Annotated[filters.RunFilters, Depends()]) -> RunPage:
     """Runs newest first; ``q`` finds a run id prefix, idempotency key or correlation id;
     ``after`` is the ``next`` of the page before."""
-    query = filters.run_query(workflow, status, since, until, q, after)
-    return console_of(request).runs.page(query, filters.limit(limit))
+    return console_of(request).runs.page(asked.query(), asked.page_size())
 
 
 @router.get("/runs/{run_id}")
@@ -61,8 +58,15 @@ def get_run(request: Request, run_id: str) -> Run:
 
 
 @router.post("/runs/{run_id}/{action}", dependencies=changes)
-def control_run(request: Request, run_id: str, action: str) -> Done:
-    """``cancel``, ``pause``, ``resume`` or ``retry`` a run."""
+def control_run(
+    request: Request, run_id: str, action: str, signal: SignalBody | None = None
+) -> Done:
+    """``cancel``, ``pause``, ``resume`` or ``retry`` a run, or ``signal`` it (the body:
+    ``{"name": ..., "payload": ...}``)."""
+    if action == "signal":
+        body = signal or SignalBody()
+        actions = console_of(request).actions
+        return actions.signal(run_id, body.name, body.payload, user(request))
     if action not in CONTROLS:
         raise HTTPException(404, f"no action {action!r}; one of {', '.join(CONTROLS)}")
     return console_of(request).actions.control(run_id, action, user(request))

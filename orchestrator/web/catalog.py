@@ -4,7 +4,7 @@ steps, DAG, schedule, and the inputs their first steps take."""
 from __future__ import annotations
 
 import inspect
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -15,7 +15,9 @@ from orchestrator.core.graph_layout import GraphNode
 from orchestrator.core.spec import WorkflowSpec
 from orchestrator.engine.services import Services
 from orchestrator.engine.submit import resolve
-from orchestrator.ops.schedule import describe_schedule, next_fire
+from orchestrator.ops import schedule_control
+from orchestrator.ops.schedule import describe
+from orchestrator.records import ScheduleState
 from orchestrator.web.runs import inline_svg
 
 NO_DEFAULT = inspect.Parameter.empty
@@ -23,12 +25,17 @@ SPREAD = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 
 class Schedule(BaseModel):
+    """A scheduled workflow as :func:`orchestrator.ops.schedule.describe` tells it."""
+
     workflow: str
     schedule: str
     cron: str | None
     every: float | None
     inputs: dict[str, Any]
     overlap: str
+    catchup: str
+    paused: bool | None  # None: not known (PostgreSQL away)
+    last_fire_time: datetime | None
     next_fire_time: datetime | None
 
 
@@ -77,7 +84,8 @@ class Catalog:
         return [self.describe(spec) for spec in self.specs()]
 
     def schedules(self) -> list[Schedule]:
-        return [s for s in (schedule_of(spec) for spec in self.specs()) if s is not None]
+        """Every schedule, with its paused state and last fire time (PostgreSQL)."""
+        return [Schedule(**row) for row in schedule_control.schedules(self.services)]
 
     def describe(self, spec: WorkflowSpec) -> Workflow:
         return Workflow(
@@ -90,7 +98,7 @@ class Catalog:
                 )
                 for s in spec.steps
             ],
-            schedule=schedule_of(spec),
+            schedule=schedule_of(spec),  # its paused state: the schedules page
             deadline=spec.deadline,
             inputs=self.inputs(spec),
         )
@@ -111,20 +119,11 @@ class Catalog:
         return list(found.values())
 
 
-def schedule_of(spec: WorkflowSpec, now: datetime | None = None) -> Schedule | None:
+def schedule_of(
+    spec: WorkflowSpec, state: ScheduleState | None = None, now: datetime | None = None
+) -> Schedule | None:
     """The workflow's schedule and when beat fires it next (None: it has none)."""
-    if spec.schedule is None:
-        return None
-    s = spec.schedule
-    return Schedule(
-        workflow=spec.name,
-        schedule=describe_schedule(s.cron, s.every),
-        cron=s.cron,
-        every=s.every,
-        inputs=dict(s.inputs),
-        overlap=s.overlap,
-        next_fire_time=next_fire(s.cron, s.every, now or datetime.now(UTC)),
-    )
+    return None if spec.schedule is None else Schedule(**describe(spec, state, now))
 
 
 def workflow_svg(spec: WorkflowSpec) -> str:

@@ -17,6 +17,7 @@ from orchestrator.errors import (
     OrchestratorError,
     RunNotFound,
     ServiceUnavailable,
+    SignalError,
     ValidationError,
     WorkflowNotFound,
 )
@@ -26,6 +27,7 @@ from orchestrator.web.render import page
 STATUS: tuple[tuple[type[Exception], int], ...] = (
     (BadInput, 400),
     (ValidationError, 400),
+    (SignalError, 400),
     (RunNotFound, 404),
     (WorkflowNotFound, 404),
     (InvalidTransition, 409),

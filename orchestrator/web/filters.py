@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from orchestrator.records import RunQuery
@@ -21,26 +22,46 @@ class BadInput(ValueError):
     """A request the console cannot serve as asked (answered with 400 and this reason)."""
 
 
-def run_query(
-    workflow: str | None = None,
-    status: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
-    q: str | None = None,
-    after: str | None = None,
-) -> RunQuery:
-    """The listing asked for; empty values mean no filter (as an HTML form sends them)."""
-    search = (q or "").strip() or None
-    if search is not None and len(search) > MAX_SEARCH:
-        raise BadInput(f"q is {len(search)} characters long; at most {MAX_SEARCH}")
-    return RunQuery(
-        workflow=(workflow or "").strip() or None,
-        status=_status(status),
-        since=parse_time("since", since),
-        until=parse_time("until", until),
-        search=search,
-        after=decode_cursor(after) if after else None,
-    )
+@dataclass(frozen=True)
+class RunFilters:
+    """A runs listing's query parameters as the request gives them (``Depends(RunFilters)``
+    reads them, for the API's listing and the page's alike); empty values mean no filter, as an
+    HTML form sends them."""
+
+    workflow: str | None = None
+    status: str | None = None
+    since: str | None = None
+    until: str | None = None
+    q: str | None = None
+    after: str | None = None
+    limit: str | None = None
+
+    def query(self) -> RunQuery:
+        """The listing asked for, checked."""
+        search = (self.q or "").strip() or None
+        if search is not None and len(search) > MAX_SEARCH:
+            raise BadInput(f"q is {len(search)} characters long; at most {MAX_SEARCH}")
+        return RunQuery(
+            workflow=(self.workflow or "").strip() or None,
+            status=_status(self.status),
+            since=parse_time("since", self.since),
+            until=parse_time("until", self.until),
+            search=search,
+            after=decode_cursor(self.after) if self.after else None,
+        )
+
+    def page_size(self) -> int:
+        return limit(self.limit)
+
+    def asked(self) -> dict[str, str | None]:
+        """The filters a form shows (not the page's cursor or size)."""
+        return {
+            "workflow": self.workflow,
+            "status": self.status,
+            "since": self.since,
+            "until": self.until,
+            "q": self.q,
+        }
 
 
 def _status(value: str | None) -> RunStatus | None:

@@ -23,7 +23,8 @@ ACTIONS: dict[RunStatus, tuple[str, ...]] = {
     RunStatus.CANCELLED: ("retry",),
     RunStatus.SUCCEEDED: (),
 }
-"""What may be done to a run in each status (``signal`` comes with signals)."""
+"""What may be done to a run in each status; a run that has not ended also takes a signal (the
+run page's signal form, ``POST /runs/{id}/signal``)."""
 
 
 def seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -60,6 +61,9 @@ class Step(BaseModel):
     celery_task_id: str
     flower_url: str
     attempt_log: list[Attempt]
+    waiting_for: str | None = None
+    """What the step waits for while its run goes on (``StepRun.waiting_for``), or None."""
+    waiting_detail: str | None = None
 
 
 class Event(BaseModel):
@@ -101,6 +105,8 @@ class Run(RunSummary):
     """The runs of child workflows its steps started."""
     actions: list[str]
     """What may be done to it now: pause, resume, cancel, retry."""
+    context: dict[str, Any] = {}
+    """The run's shared context (``run.context()``)."""
 
 
 class RunPage(BaseModel):
@@ -159,6 +165,8 @@ def step(record: StepRecord, after: list[str], item_of: str | None, flower: str)
         celery_task_id=record.celery_task_id,
         flower_url=f"{flower.rstrip('/')}/task/{record.celery_task_id}",
         attempt_log=[attempt(a) for a in record.attempt_log],
+        waiting_for=record.waiting_for,
+        waiting_detail=record.waiting_detail,
     )
 
 
@@ -167,6 +175,7 @@ def run(
     steps: list[Step],
     events: list[tuple[datetime, str, str | None]],
     children: list[RunRecord],
+    context: dict[str, Any] | None = None,
 ) -> Run:
     return Run(
         **summary(record).model_dump(),
@@ -178,4 +187,5 @@ def run(
         events=[Event(at=at, kind=kind, detail=detail) for at, kind, detail in events],
         children=[summary(c) for c in children],
         actions=list(ACTIONS.get(record.status, ())),
+        context=context or {},
     )

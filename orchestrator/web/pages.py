@@ -5,6 +5,7 @@ to what it changed (post/redirect/get)."""
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
 from starlette.responses import RedirectResponse, Response
@@ -15,6 +16,7 @@ from orchestrator.web.auth import csrf_checked
 from orchestrator.web.catalog import workflow_svg
 from orchestrator.web.charts import durations_svg, failures_svg, runs_svg
 from orchestrator.web.console import console_of
+from orchestrator.web.filters import BadInput, RunFilters
 from orchestrator.web.live import run_views
 from orchestrator.web.render import page
 
@@ -32,19 +34,10 @@ def home() -> Response:
 
 
 @router.get("/runs")
-def runs(
-    request: Request,
-    workflow: str | None = None,
-    status: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
-    q: str | None = None,
-    after: str | None = None,
-    limit: str | None = None,
-) -> Response:
-    found = api.list_runs(request, workflow, status, since, until, q, after, limit)
-    asked = {"workflow": workflow, "status": status, "since": since, "until": until, "q": q}
-    shown = {k: v for k, v in {**asked, "limit": limit}.items() if v}
+def runs(request: Request, filters: Annotated[RunFilters, Depends()]) -> Response:
+    found = api.list_runs(request, filters)
+    asked = filters.asked()
+    shown = {k: v for k, v in {**asked, "limit": filters.limit}.items() if v}
     return page(request, "runs.html", "runs", listing=found, asked=asked, shown=shown)
 
 
@@ -55,8 +48,16 @@ def run(request: Request, run_id: str) -> Response:
 
 
 @router.post("/runs/{run_id}/{action}", dependencies=changes)
-def control(request: Request, run_id: str, action: str) -> Response:
-    done = api.control_run(request, run_id, action)
+def control(
+    request: Request, run_id: str, action: str, name: str = Form(""), payload: str = Form("")
+) -> Response:
+    signal = None
+    if action == "signal":  # the run page's signal form: a name and a JSON payload
+        try:
+            signal = api.SignalBody(name=name, payload=json.loads(payload or "null"))
+        except ValueError as exc:
+            raise BadInput(f"the signal's payload is not JSON ({exc})") from exc
+    done = api.control_run(request, run_id, action, signal)
     return see(f"/runs/{done.new_run_id or run_id}")
 
 

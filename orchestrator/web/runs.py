@@ -10,7 +10,9 @@ from __future__ import annotations
 from orchestrator.core.graph_drawing import to_svg
 from orchestrator.core.graph_layout import GraphNode
 from orchestrator.core.spec import WorkflowSpec
+from orchestrator.engine.run_context import run_context
 from orchestrator.engine.services import PlanKey, Services
+from orchestrator.engine.waiting import with_waits
 from orchestrator.errors import RunNotFound
 from orchestrator.records import RunQuery, RunRecord
 from orchestrator.web import model
@@ -46,13 +48,20 @@ class RunReader:
         flower = self.services.settings.flower_url
         after = {s.id: list(s.after) for s in spec.steps} if spec else {}
         place = {step_id: i for i, step_id in enumerate(after)}
+        stored = with_waits(self.services, record, self.services.history.get_steps(record.id))
         steps = [
             model.step(s, after.get(s.step_id, []), item_of(s.step_id, after), flower)
-            for s in self.services.history.get_steps(record.id)
+            for s in stored
         ]
         steps.sort(key=lambda s: (place.get(s.item_of or s.step_id, len(place)), bool(s.item_of)))
         history = self.services.history
-        return model.run(record, steps, history.events(record.id), history.children(record.id))
+        return model.run(
+            record,
+            steps,
+            history.events(record.id),
+            history.children(record.id),
+            run_context(self.services, record.id),
+        )
 
     def spec(self, record: RunRecord) -> WorkflowSpec | None:
         """The spec the run was planned from (None if history no longer has it, or it no

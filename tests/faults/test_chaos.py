@@ -2,9 +2,14 @@
 
 Issue 9's randomized test. A seeded plan (printed; ``CHAOS_SEED=<n>`` replays it) makes:
 
-* **runs** of random DAGs, 1 to 8 steps, edges drawn at random between earlier and later steps
-  (any DAG, many not series-parallel: about a third get an explicit N ``a→c, b→c, b→d``, which
-  the planner turns into a join), submitted at random times during the chaos phase;
+* **runs** of three shapes, submitted at random times during the chaos phase: three in five
+  are random DAGs, 1 to 8 steps, edges drawn at random between earlier and later steps (any
+  DAG, many not series-parallel: about a third get an explicit N ``a→c, b→c, b→d``, which the
+  planner turns into a join); one in five a **fan-out** (``list`` of 2-20 items → ``work``, a
+  ``for_each`` chaos step whose every item follows the step's plan → an optional chaos step);
+  one in five a **child workflow**'s run (a ``child`` step running one of
+  ``shapes.CHAOS_CHILDREN``, chaos steps themselves, one of which fails for good about a fifth
+  of the time, beside a chaos step and before another);
 * per step a **failure plan**: the step's attempts 1..k fail (``fails`` in its kwargs: "raise"
   a ``ConnectionError``, or "hang" until its hard ``timeout`` kills it), later attempts
   succeed; a **retry policy** from the task's own ``@retry`` (``chaos_r2/r4/r5/r7``: 2, 4, 5, 7
@@ -24,7 +29,8 @@ lets the history settle (at most 15 s: a terminal run's last step rows may land 
 and checks over PostgreSQL and the effect tables:
 
 1. ended: every run terminal within the bound (else *stuck*); every submitted run has a row and
-   a succeeded run has the effect of each of its steps (else *lost*);
+   a succeeded run has the effect of each of its steps and of each item of a ``for_each`` step
+   (else *lost*); child runs are runs like the others (their own plan, their own checks);
 2. status consistency: succeeded run ⇒ every step succeeded; failed run ⇒ a step failed (or the
    run's deadline) and no step pending/running/retrying; cancelled run ⇒ no step
    pending/running/retrying (and only runs the test cancelled are cancelled);
@@ -40,7 +46,10 @@ and checks over PostgreSQL and the effect tables:
    cancellation, or by a pause) used no more than min(k + 1, m) attempts; no step executed an
    attempt beyond min(k + 1, m) (kills may add deliveries, never attempts). The run's outcome
    follows: failed iff some step has k >= m (or a kill-induced dead letter), cancelled only if
-   the test cancelled it, otherwise succeeded (*wrong outcome*).
+   the test cancelled it (or it is a child run whose parent was cancelled or failed), otherwise
+   succeeded (*wrong outcome*). An item of a ``for_each`` step is checked as a step with the
+   step's plan; a child workflow's step ended as its child run did (else *inconsistent*), and a
+   child run that failed fails its parent.
 
 It prints a table (runs, faults by kind, outcomes, lost, stuck, duplicated, overlapping
 executions, attempt mismatches, ...), then each violation with its run and step, and appends a
@@ -48,13 +57,14 @@ line to ``artifacts/faults.json`` like the other tests; the cluster (logs) is ke
 
 Forms:
 
-* short (default; in ``make test`` with ``FAULTS=1``): about 2 minutes wall: 55 runs over a
-  50 s phase, 4 pool-child kills, 1 worker kill, 1 Redis and 1 PostgreSQL restart, 75 s bound.
+* short (default; in ``make test`` with ``FAULTS=1``): about 2 minutes wall: 40 runs over a
+  35 s phase, 3 pool-child kills, 1 worker kill, 1 Redis and 1 PostgreSQL restart, 75 s bound.
   It uses the suite's **tuned** settings (lease 3 s, reconcile 1 s, stall 10 s, visibility
   20 s): with the defaults (lease 30 s, reconcile 5 s, stall 300 s, visibility 3600 s) a
   recovery alone takes 30 s to 5 minutes, which no 2-minute test can wait for.
-* long (``CHAOS_LONG=1``): about 15 minutes: 360 runs over an 8-minute phase, 36 faults, with
-  the **default** settings, so the bound is 7 minutes (longer than the 300 s stall timeout).
+* long (``CHAOS_LONG=1``, or the suite's ``FAULTS_LONG=1``): about 15 minutes: 360 runs over
+  an 8-minute phase, 36 faults, with the **default** settings, so the bound is 7 minutes
+  (longer than the 300 s stall timeout).
 
 ``CHAOS_SETTINGS=tuned|defaults`` overrides the form's choice; ``CHAOS_RUNS``, ``CHAOS_PHASE``
 and ``CHAOS_DRAIN`` (seconds) override the sizes.
@@ -76,16 +86,15 @@ from typing import Any
 
 import pytest
 
-from orchestrator import Workflow
+from orchestrator import Workflow, get_run
 from orchestrator.core.planner import build_plan
-from orchestrator.engine.handle import RunHandle
 from orchestrator.settings import Settings
 from orchestrator.testing.workers import Worker
-from tests.faults import effects
+from tests.faults import effects, harness, shapes
 from tests.faults.harness import DEFAULT_ENV, TERMINAL, TUNED, FaultCluster, kill
 from tests.faults.outcome import Outcome
 
-LONG = os.environ.get("CHAOS_LONG") == "1"
+LONG = os.environ.get("CHAOS_LONG") == "1" or harness.LONG
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(2400 if LONG else 420)]
 
 ACTIVE = ("pending", "running", "retrying")
@@ -130,10 +139,10 @@ def profile() -> Profile:
     else:
         prof = Profile(
             "short",
-            runs=55,
-            phase=50.0,
+            runs=40,
+            phase=35.0,
             drain=75.0,
-            faults={"pool_child": 4, "worker": 1, "redis": 1, "postgres": 1},
+            faults={"pool_child": 3, "worker": 1, "redis": 1, "postgres": 1},
             settings="tuned",
             outage=(0.5, 5.0),
         )
@@ -148,8 +157,9 @@ def profile() -> Profile:
 
 
 def own_attempts(task: str) -> int:
-    """max_attempts of a chaos task's own ``@retry`` (1 without one)."""
-    return effects.CHAOS_TASKS[task.rsplit(".", 1)[-1]][1] or 1
+    """max_attempts of a chaos task's own ``@retry`` (1 without one, and for a child step)."""
+    found = effects.CHAOS_TASKS.get(task.rsplit(".", 1)[-1])
+    return (found[1] if found else None) or 1
 
 
 def max_attempts(step: dict[str, Any]) -> int:
@@ -203,6 +213,29 @@ def random_step(rng: random.Random, sid: str, after: list[str], tuned: bool) -> 
 
 
 def random_workflow(rng: random.Random, name: str, tuned: bool) -> Workflow:
+    """A random workflow of one of three shapes: a static DAG (three in five), a ``for_each``
+    fan-out, or a run with a child workflow's step (one in five each)."""
+    draw = rng.random()
+    if draw < 0.2:
+        return fan_out_workflow(rng, name, tuned)
+    if draw < 0.4:
+        return child_workflow(rng, name, tuned)
+    return static_workflow(rng, name, tuned)
+
+
+def add_step(wf: Workflow, step: dict[str, Any], **extra: Any) -> None:
+    wf.step(
+        step["id"],
+        step["task"],
+        after=step["after"] or None,
+        kwargs=step["kwargs"],
+        retry=step["retry"],
+        timeout=step["timeout"],
+        **extra,
+    )
+
+
+def static_workflow(rng: random.Random, name: str, tuned: bool) -> Workflow:
     n = rng.randint(1, 8)
     density = rng.uniform(0.15, 0.6)
     edges = {(i, j) for i in range(n) for j in range(i + 1, n) if rng.random() < density}
@@ -213,15 +246,32 @@ def random_workflow(rng: random.Random, name: str, tuned: bool) -> Workflow:
     wf = Workflow(name)
     for j in range(n):
         after = [f"s{i}" for i in range(j) if (i, j) in edges]
-        step = random_step(rng, f"s{j}", after, tuned)
-        wf.step(
-            step["id"],
-            step["task"],
-            after=step["after"] or None,
-            kwargs=step["kwargs"],
-            retry=step["retry"],
-            timeout=step["timeout"],
-        )
+        add_step(wf, random_step(rng, f"s{j}", after, tuned))
+    return wf
+
+
+def fan_out_workflow(rng: random.Random, name: str, tuned: bool) -> Workflow:
+    """``list`` (2-20 items) -> ``work`` (``for_each``: each item follows the step's failure
+    plan, retry policy and timeout) -> an optional chaos step after it."""
+    wf = Workflow(name).step("list", shapes.items, kwargs={"count": rng.randint(2, 20)})
+    add_step(wf, random_step(rng, "work", ["list"], tuned), for_each="list")
+    if rng.random() < 0.6:
+        add_step(wf, random_step(rng, "s0", ["work"], tuned))
+    return wf
+
+
+def child_workflow(rng: random.Random, name: str, tuned: bool) -> Workflow:
+    """A root ``child`` step running one of ``shapes.CHAOS_CHILDREN`` (one that fails about a
+    fifth of the time), a chaos step beside it, and one after both."""
+    fails = rng.random() < 0.2
+    child = (
+        "faults_chaos_child_fails"
+        if fails
+        else rng.choice(["faults_chaos_child_ok", "faults_chaos_child_slow"])
+    )
+    wf = Workflow(name).step("child", workflow=child)
+    add_step(wf, random_step(rng, "s0", [], tuned))
+    add_step(wf, random_step(rng, "s1", ["child", "s0"], tuned))
     return wf
 
 
@@ -303,7 +353,9 @@ class Chaos:
         run = self.runs.get(i)
         if run is None:
             return
-        handle = RunHandle(run)
+        handle = self.attempt(f"handle {run}", lambda: get_run(run))
+        if handle is None:
+            return
         status = self.attempt(f"status {run}", lambda: handle.record().status)
         if status is None or status in TERMINAL:
             return
@@ -401,8 +453,8 @@ class Chaos:
             time.sleep(left)
         # the test's own pauses end with the phase
         for row in self.c.sql("SELECT id::text FROM workflow_runs WHERE status = 'paused'"):
-            handle = RunHandle(row[0])
-            self.attempt(f"final resume {row[0]}", handle.resume)
+            run = str(row[0])
+            self.attempt(f"final resume {run}", lambda run=run: get_run(run).resume())
 
 
 # -- the checks ----------------------------------------------------------------------------------
@@ -452,10 +504,19 @@ class History:
     def load(cls, c: FaultCluster, run_ids: list[str]) -> History:
         ids = (run_ids,)
         runs = {
-            r[0]: {"status": r[1], "error": r[2], "error_step": r[3], "spec": r[4], "age": r[5]}
+            r[0]: {
+                "status": r[1],
+                "error": r[2],
+                "error_step": r[3],
+                "spec": r[4],
+                "age": r[5],
+                "parent": r[6],
+                "parent_step": r[7],
+            }
             for r in c.sql(
                 "SELECT r.id::text, r.status, r.error, r.error_step, s.spec, "
-                "extract(epoch FROM r.finished_at - r.created_at) "
+                "extract(epoch FROM r.finished_at - r.created_at), r.parent_run_id::text, "
+                "r.parent_step_id "
                 "FROM workflow_runs r JOIN workflow_specs s ON s.version = r.workflow_version "
                 "WHERE r.id = ANY(%s::uuid[])",
                 ids,
@@ -509,10 +570,37 @@ class History:
             timed_out[(run, sid)].add(int(attempt))
         return cls(runs, steps, letters, effects_by, execs, recovered, timed_out)
 
-    def overran(self, run: str, spec: dict[str, Any]) -> set[int]:
+    def overran(self, run: str, spec: dict[str, Any], rid: str | None = None) -> set[int]:
         """Attempts planned to succeed that the hard time limit killed (a slow machine)."""
         k = len(spec["kwargs"].get("fails", []))
-        return {a for a in self.timed_out.get((run, spec["id"]), set()) if a > k}
+        return {a for a in self.timed_out.get((run, rid or spec["id"]), set()) if a > k}
+
+    def child_of(self, run: str, sid: str) -> str | None:
+        """The child run a step of ``run`` started (None if it started none)."""
+        return next(
+            (r for r, i in self.runs.items() if i["parent"] == run and i["parent_step"] == sid),
+            None,
+        )
+
+    def units(self, run: str) -> list[tuple[str, dict[str, Any]]]:
+        """What a run's plan says is called: (step row id, its spec), a ``for_each`` step's
+        items in its place (each one follows the step's plan); a child workflow's step is left
+        to :func:`check_child_steps`."""
+        steps = self.runs[run]["spec"]["steps"]
+        count = {s["id"]: int(s.get("kwargs", {}).get("count", 0)) for s in steps}
+        found: list[tuple[str, dict[str, Any]]] = []
+        for spec in steps:
+            if spec.get("workflow"):
+                continue
+            if spec.get("for_each"):
+                found += [(f"{spec['id']}[{i}]", spec) for i in range(count[spec["for_each"]])]
+            else:
+                found.append((spec["id"], spec))
+        return found
+
+
+def is_item(rid: str) -> bool:
+    return rid.endswith("]")
 
 
 def check_ended(f: Findings, h: History, submitted: list[str]) -> None:
@@ -525,18 +613,19 @@ def check_ended(f: Findings, h: History, submitted: list[str]) -> None:
             unfinished = {s: v[0] for s, v in h.steps[run].items() if v[0] not in TERMINAL}
             f.add("stuck", run, None, f"{info['status']} at the bound; steps {unfinished}")
         if info["status"] == "succeeded":
-            for step in info["spec"]["steps"]:
-                if not h.effects.get((run, step["id"])):
-                    f.add("lost", run, step["id"], "run succeeded without this step's effect")
+            for rid, _spec in h.units(run):
+                if not h.effects.get((run, rid)):
+                    f.add("lost", run, rid, "run succeeded without this step's effect")
 
 
 def check_consistent(f: Findings, run: str, info: dict[str, Any], rows: dict[str, Any]) -> None:
-    """2. A terminal run's status agrees with its steps'."""
+    """2. A terminal run's status agrees with its steps' (a ``for_each`` step's items too)."""
     status = info["status"]
     active = {s: v[0] for s, v in rows.items() if v[0] in ACTIVE}
     if status == "succeeded":
         bad = {s: v[0] for s, v in rows.items() if v[0] != "succeeded"}
-        if bad or len(rows) != len(info["spec"]["steps"]):
+        named = {s for s in rows if not is_item(s)}
+        if bad or named != {s["id"] for s in info["spec"]["steps"]}:
             f.add("inconsistent", run, None, f"succeeded run with steps {bad}")
     elif status == "failed":
         failed = [s for s, v in rows.items() if v[0] == "failed"]
@@ -564,9 +653,10 @@ def check_attempts(f: Findings, h: History, run: str, cancel_asked: bool) -> int
     """5. Attempts as the plan and the policy say, and the run's outcome; kill-induced fails."""
     info = h.runs[run]
     must_fail = killed = False
-    for spec in info["spec"]["steps"]:
-        fails, kill = check_step_attempts(f, h, run, spec)
+    for rid, spec in h.units(run):
+        fails, kill = check_step_attempts(f, h, run, spec, rid)
         must_fail, killed = must_fail or fails, killed + kill
+    must_fail = check_child_steps(f, h, run) or must_fail
     if info["status"] in TERMINAL:
         status = info["status"]
         expected = "failed" if must_fail or killed else "succeeded"
@@ -581,15 +671,36 @@ def check_attempts(f: Findings, h: History, run: str, cancel_asked: bool) -> int
     return int(killed)
 
 
+def check_child_steps(f: Findings, h: History, run: str) -> bool:
+    """A child workflow's step ends as its child run did (the child run is checked against its
+    own plan, as a run); True if a child run failed (which fails this run)."""
+    info, failed = h.runs[run], False
+    for spec in info["spec"]["steps"]:
+        if not spec.get("workflow"):
+            continue
+        sid, child = spec["id"], h.child_of(run, spec["id"])
+        st = h.steps[run].get(sid, ("<no row>", 0, None))[0]
+        ended = h.runs[child]["status"] if child else None
+        failed = failed or ended == "failed"
+        if info["status"] not in TERMINAL or cut_short(info, sid) or st == "skipped":
+            continue
+        if child is None:
+            f.add("lost", run, sid, f"child step {st} but no child run")
+        elif {"succeeded": "succeeded", "failed": "failed"}.get(ended or "") not in (st, None):
+            f.add("inconsistent", run, sid, f"child step {st}, its child run {child} {ended}")
+    return failed
+
+
 def check_step_attempts(
-    f: Findings, h: History, run: str, spec: dict[str, Any]
+    f: Findings, h: History, run: str, spec: dict[str, Any], rid: str
 ) -> tuple[bool, int]:
-    """One step's attempts against its plan: (the plan fails the run, a kill failed it)."""
-    info, sid = h.runs[run], spec["id"]
+    """One step's (or item's) attempts against its plan: (the plan fails the run, a kill failed
+    it)."""
+    info, sid = h.runs[run], rid
     planned, m = len(spec["kwargs"].get("fails", [])), max_attempts(spec)
     # unplanned failures: the machine was too slow (an attempt that finished just as its limit
     # struck may still have succeeded, so success is fine from planned + 1 on)
-    k = planned + len(h.overran(run, spec))
+    k = planned + len(h.overran(run, spec, rid))
     st, attempts, error = h.steps[run].get(sid, ("<no row>", 0, None))
     reasons = h.letters.get((run, sid), [])
     executed = [e[0] for e in h.execs.get((run, sid), [])]
@@ -623,8 +734,7 @@ def check_step_attempts(
 
 def check_executions(f: Findings, h: History, run: str) -> None:
     """3. No step executed concurrently twice; 4. at most one effect per (run, step)."""
-    for spec in h.runs[run]["spec"]["steps"]:
-        sid = spec["id"]
+    for sid, spec in h.units(run):
         rows = h.execs.get((run, sid), [])
         for i, first in enumerate(rows):
             end = first[4] if first[4] is not None else first[3]
@@ -639,7 +749,7 @@ def check_executions(f: Findings, h: History, run: str) -> None:
                         f"attempt {later[0]} (pid {later[1]}, from {later[2]:.2f}): "
                         f"{end - later[2]:.2f}s overlap",
                     )
-        written = [a for a in h.effects.get((run, sid), []) if a not in h.overran(run, spec)]
+        written = [a for a in h.effects.get((run, sid), []) if a not in h.overran(run, spec, sid)]
         if len(written) > 1:
             f.add("duplicated", run, sid, f"{len(written)} effects, attempts {sorted(written)}")
 
@@ -648,12 +758,17 @@ def coverage(h: History) -> dict[str, int]:
     """What the runs exercised (so a green table is not a quiet one)."""
     cov: Counter[str] = Counter()
     for run, info in h.runs.items():
-        for spec in info["spec"]["steps"]:
-            sid, fails = spec["id"], spec["kwargs"].get("fails", [])
+        specs = info["spec"]["steps"]
+        cov["fan-out runs (for_each)"] += any(s.get("for_each") for s in specs)
+        cov["parent runs (a child workflow's step)"] += any(s.get("workflow") for s in specs)
+        cov["child runs"] += info["parent"] is not None
+        for sid, spec in h.units(run):
+            fails = spec["kwargs"].get("fails", [])
             k, m = len(fails), max_attempts(spec)
             attempts = [e[0] for e in h.execs.get((run, sid), [])]
             status = h.steps[run].get(sid, ("?", 0, None))[0]
             cov["steps"] += 1
+            cov["for_each items"] += is_item(sid)
             cov["retried (k < m)"] += 0 < k < m
             cov["fail for good (k >= m)"] += k >= m
             cov["ran attempt >= 4"] += any(a >= 4 for a in attempts)
@@ -668,6 +783,17 @@ def coverage(h: History) -> dict[str, int]:
     return dict(cov)
 
 
+def cancel_allowed(h: History, run: str, asked: set[str]) -> bool:
+    """Whether the run may have ended cancelled: the test cancelled it, or it is a child run
+    whose parent was cancelled or failed (a run that ends so cancels its children)."""
+    parent = h.runs[run]["parent"]
+    if run in asked:
+        return True
+    return parent is not None and (
+        parent in asked or h.runs.get(parent, {}).get("status") in ("failed", "cancelled")
+    )
+
+
 def check(c: FaultCluster, chaos: Chaos, run_ids: list[str]) -> tuple[Findings, dict[str, Any]]:
     f = Findings()
     h = History.load(c, run_ids)
@@ -676,7 +802,7 @@ def check(c: FaultCluster, chaos: Chaos, run_ids: list[str]) -> tuple[Findings, 
     for run, info in h.runs.items():
         if info["status"] in TERMINAL:
             check_consistent(f, run, info, h.steps[run])
-        kill_induced += check_attempts(f, h, run, run in chaos.cancel_asked)
+        kill_induced += check_attempts(f, h, run, cancel_allowed(h, run, chaos.cancel_asked))
         check_executions(f, h, run)
     ages = sorted(float(i["age"]) for i in h.runs.values() if i["age"] is not None)
     all_execs = [e for rows in h.execs.values() for e in rows]
@@ -686,9 +812,7 @@ def check(c: FaultCluster, chaos: Chaos, run_ids: list[str]) -> tuple[Findings, 
         "kill_induced_failures": kill_induced,
         "killed_executions": sum(1 for e in all_execs if e[4] is None),
         "overran_time_limit": sum(
-            len(h.overran(run, spec))
-            for run, info in h.runs.items()
-            for spec in info["spec"]["steps"]
+            len(h.overran(run, spec, rid)) for run in h.runs for rid, spec in h.units(run)
         ),
         "executions": len(all_execs),
         "re_executions": len(all_execs) - len(once),
@@ -724,6 +848,23 @@ def worker_lines(c: FaultCluster, run: str, limit: int = 12) -> list[str]:
     return found[:limit]
 
 
+def drain(
+    c: FaultCluster, chaos: Chaos, bound: float
+) -> tuple[list[str], dict[str, str], dict[str, float]]:
+    """Wait until ``bound`` for every run to end: the runs' ids, statuses and when each was
+    seen ending. Child runs started after the phase (a resumed parent's) are waited for too."""
+    ids: list[str] = []
+    found: dict[str, str] = {}
+    seen: dict[str, float] = {}
+    while True:
+        every = {r[0] for r in c.sql("SELECT id::text FROM workflow_runs")}
+        if ids and every <= set(ids):
+            return ids, found, seen
+        ids = sorted(every | set(chaos.runs.values()))
+        found, more = c.wait_terminal(ids, bound)
+        seen |= more
+
+
 def test_chaos(cluster: Callable[..., FaultCluster]) -> None:
     prof = profile()
     seed = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(2**31))
@@ -740,10 +881,7 @@ def test_chaos(cluster: Callable[..., FaultCluster]) -> None:
     started = time.time()
     chaos.run_phase()
     phase_end = time.time()
-    ids = sorted(
-        {r[0] for r in c.sql("SELECT id::text FROM workflow_runs")} | set(chaos.runs.values())
-    )
-    found, seen = c.wait_terminal(ids, time.monotonic() + prof.drain)
+    ids, found, seen = drain(c, chaos, time.monotonic() + prof.drain)
     settle(c, ids)
     findings, extra = check(c, chaos, ids)
 

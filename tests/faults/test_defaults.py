@@ -10,6 +10,13 @@ Besides the usual counts (``observe``), every test here checks that no two execu
 step overlapped in time (``overlapping_executions``: the steps of ``effects`` used here write
 ``ended_at`` when their body ends).
 
+The tests share two clusters (one with a broker of its own, for C, E and I); a test's own
+setting (G's stall timeout, I's visibility timeout) is laid over the defaults for its workers
+only. Sizes (``harness.sized``): in the default form F takes PostgreSQL away 20 s with 30 runs
+in flight (the long form, ``FAULTS_LONG=1``: 60 s, 50 runs), G queues 15 runs (long: 25) and H
+kills the pool child 6 times (long: 10); both forms count runs that never end and effects done
+twice in every test.
+
 Run one at a time (they kill servers and share two cores with other work)::
 
     flock /tmp/faults.lock .venv/bin/pytest tests/faults/test_defaults.py -k NAME -x -q -s
@@ -35,7 +42,7 @@ import yaml
 from orchestrator import Workflow
 from orchestrator.testing.workers import Worker
 from tests.faults import effects
-from tests.faults.harness import FaultCluster, kill, pause, resume
+from tests.faults.harness import FaultCluster, kill, pause, resume, sized
 
 pytestmark = [pytest.mark.faults]
 ROOT = Path(__file__).resolve().parents[2]
@@ -464,8 +471,9 @@ def import_kv(c: FaultCluster) -> int:
 
 @pytest.mark.timeout(240)
 def test_f_postgres_down_60s_under_load(cluster: Callable[..., FaultCluster]) -> None:
-    """PostgreSQL is down 60 s while 50 runs (10 workflows x 5 runs, 3-step chains) are in
-    flight. Every run ends succeeded; none lost or duplicated.
+    """PostgreSQL is down 20 s while 30 runs (10 workflows x 3 runs, 3-step chains) are in
+    flight (the long form: 60 s, 10 x 5 runs). Every run ends succeeded; none lost or
+    duplicated.
 
     The steps write their effects to Redis (``effects.kv_effect``: a step's own work does not
     depend on orchestrator's history database), copied into the effect tables at the end.
@@ -478,12 +486,13 @@ def test_f_postgres_down_60s_under_load(cluster: Callable[..., FaultCluster]) ->
     flows = [chain(f"defaults-pg-down-{i}", effects.kv_effect, sleep=0.3) for i in range(10)]
     kv = redis.Redis.from_url(c.redis_url)
     started = time.time()
-    runs = [wf.run().id for wf in flows for _ in range(5)]
+    runs = [wf.run().id for wf in flows for _ in range(sized(3, 5))]
+    down = sized(20.0, 60.0)
     wait_for(lambda: kv.llen(effects.KV_EXECUTIONS) >= 10, 60, "ten steps to run")
     c.postgres.stop("immediate")
     fault_at = time.time()
     at_fault = kv.llen(effects.KV_EXECUTIONS)
-    time.sleep(60.0)
+    time.sleep(down)  # the outage
     during = kv.llen(effects.KV_EXECUTIONS) - at_fault
     c.postgres.start()
     back_at = time.time()
@@ -492,7 +501,7 @@ def test_f_postgres_down_60s_under_load(cluster: Callable[..., FaultCluster]) ->
     import_kv(c)
     last = max(seen.values()) if seen else None
     out = c.observe(
-        "F PostgreSQL down 60 s under load (50 runs)",
+        f"F PostgreSQL down {down:.0f} s under load ({len(runs)} runs)",
         runs,
         step_ids(flows[0]),
         fault_at,
@@ -514,9 +523,9 @@ def test_f_postgres_down_60s_under_load(cluster: Callable[..., FaultCluster]) ->
 
 @pytest.mark.timeout(150)
 def test_g_backlog_longer_than_the_stall_timeout(cluster: Callable[..., FaultCluster]) -> None:
-    """A backlog (25 two-step runs, 0.4 s steps, ``-c 1``: about 20 s of queue) longer than the
-    stall timeout must not be published again: no "stalled" recoveries, no duplicate
-    deliveries, no re-executions.
+    """A backlog (15 two-step runs, 0.4 s steps, ``-c 1``: about 12 s of queue; the long form:
+    25 runs, 20 s) longer than the stall timeout must not be published again: no "stalled"
+    recoveries, no duplicate deliveries, no re-executions.
 
     Deviation from the defaults: ``ORCHESTRATOR_STALL_TIMEOUT=5`` (default 300 s) - the point
     of the test is a queue that waits longer than the stall timeout, and 300 s of queue would
@@ -529,7 +538,7 @@ def test_g_backlog_longer_than_the_stall_timeout(cluster: Callable[..., FaultClu
     c.start_worker(concurrency=1)
     wf = chain("defaults-backlog", effects.timed_effect, n=2, sleep=0.4)
     started = time.time()
-    runs = [wf.run().id for _ in range(25)]
+    runs = [wf.run().id for _ in range(sized(15, 25))]
     out = c.observe(
         "G backlog longer than the stall timeout (-c 1)",
         runs,
@@ -550,9 +559,9 @@ def test_g_backlog_longer_than_the_stall_timeout(cluster: Callable[..., FaultClu
 
 @pytest.mark.timeout(240)
 def test_h_pool_child_killed_ten_times(cluster: Callable[..., FaultCluster]) -> None:
-    """``-c 1``: SIGKILL of the pool child while it runs a step, ten times in a row (each time
-    of the replacement child, as soon as it runs a step). Every run ends; no replacement child
-    hangs: the worker keeps processing after the kills.
+    """``-c 1``: SIGKILL of the pool child while it runs a step, six times in a row (the long
+    form: ten; each time of the replacement child, as soon as it runs a step). Every run ends;
+    no replacement child hangs: the worker keeps processing after the kills.
 
     The kills start right after the worker is ready, so forks happen while the main process's
     threads (reconciler, delay pump) do their first work. At HEAD a replacement child could
@@ -563,12 +572,13 @@ def test_h_pool_child_killed_ten_times(cluster: Callable[..., FaultCluster]) -> 
     worker = c.start_worker(concurrency=1)
     wf = Workflow("defaults-child-kill").step("s", effects.timed_effect, kwargs={"sleep": 1.0})
     started = time.time()
-    runs = [wf.run().id for _ in range(14)]
+    kills_planned = sized(6, 10)
+    runs = [wf.run().id for _ in range(kills_planned + 4)]
     kills: list[int] = []
     killed_runs: list[str] = []
     hung: str | None = None
     fault_at = None
-    for _ in range(10):
+    for _ in range(kills_planned):
         # a step of a run not hit yet: the same step killed ORCHESTRATOR_MAX_DELIVERIES times
         # would rightly be dead-lettered (test_faults 3)
         found = poll_for(lambda: child_in_step(c, worker, killed_runs), 25.0)
@@ -585,7 +595,7 @@ def test_h_pool_child_killed_ten_times(cluster: Callable[..., FaultCluster]) -> 
         if not processing:
             hung = "; ".join(proc_state(p) for p in worker.pool()) or "no pool child"
     out = c.observe(
-        "H pool child SIGKILLed 10 times in a row (-c 1)",
+        f"H pool child SIGKILLed {kills_planned} times in a row (-c 1)",
         runs,
         ["s"],
         fault_at,
@@ -598,7 +608,7 @@ def test_h_pool_child_killed_ten_times(cluster: Callable[..., FaultCluster]) -> 
         },
     )
     assert hung is None, f"a replacement pool child stopped processing: {hung}; {out.line()}"
-    assert len(kills) == 10, kills
+    assert len(kills) == kills_planned, kills
     out.assert_pass()
 
 

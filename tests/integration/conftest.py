@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from orchestrator.testing import pytest_plugin
 from orchestrator.testing.cluster import Cluster, environ_settings
 from orchestrator.testing.workers import Worker
 
@@ -27,7 +28,8 @@ SETTINGS = {
     ),
     "ORCHESTRATOR_WORKFLOWS_PATH": str(ROOT / "config" / "workflows"),
 }
-KEPT = pytest.StashKey[Path]()  # the cluster's directory, kept when a test failed
+# names the kept cluster's directory at the end of the session (see ``close_cluster``)
+pytest_terminal_summary = pytest_plugin.pytest_terminal_summary
 
 
 @pytest.fixture(scope="session")
@@ -39,20 +41,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     cluster.extra_env["ORCHESTRATOR_TEST_PUBLISH_LOG"] = cluster.redis_url
     cluster.activate()
     yield cluster
-    failed = request.session.testsfailed > 0
-    cluster.close(keep=failed)
-    if failed:
-        request.config.stash[KEPT] = cluster.root
-
-
-def pytest_terminal_summary(
-    terminalreporter: pytest.TerminalReporter, config: pytest.Config
-) -> None:
-    """Name the kept cluster directory (a fixture's own output would be captured)."""
-    if KEPT in config.stash:
-        terminalreporter.write_line(
-            f"integration cluster kept at {config.stash[KEPT]} (worker logs)"
-        )
+    pytest_plugin.close_cluster(request, cluster, "integration cluster")
 
 
 @pytest.fixture(scope="session")

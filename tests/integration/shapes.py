@@ -15,7 +15,7 @@ from orchestrator import Workflow, task
 HOOK_KEY = "test:shapes:on_failure"
 
 
-def _redis() -> redis.Redis:
+def redis_client() -> redis.Redis:
     return redis.Redis.from_url(os.environ["ORCHESTRATOR_REDIS_URL"])
 
 
@@ -46,7 +46,7 @@ def explode(value: float, mode: str = "") -> float:
 
 @task
 def note_failure(failure: dict[str, Any]) -> None:
-    _redis().rpush(HOOK_KEY, json.dumps(failure))
+    redis_client().rpush(HOOK_KEY, json.dumps(failure))
 
 
 BRANCHING = (
@@ -118,7 +118,7 @@ def plus_one(n: int) -> int:
 @task
 def fragile(n: int) -> int:
     """Fails for item 3 until the test mends it; counts each call per item."""
-    client = _redis()
+    client = redis_client()
     client.hincrby(f"{FRAGILE_KEY}:calls", str(n), 1)
     if n == 3 and not client.exists(FRAGILE_KEY):
         raise RuntimeError("item 3 is broken")
@@ -137,4 +137,16 @@ FRAGILE = (
     .step("list", numbers)
     .step("item", fragile, for_each="list")
     .step("tally", tally, after="item")
+)
+NOT_A_LIST = (
+    Workflow("shapes_not_a_list")
+    .step("list", score)  # a dict
+    .step("square", square, for_each="list")
+    .step("tally", tally, after="square")
+)
+TOO_MANY = (
+    Workflow("shapes_too_many")
+    .step("list", numbers)
+    .step("square", square, for_each="list", max_items=3)
+    .step("tally", tally, after="square")
 )

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator.app import create_app
+from orchestrator.app import create_app, reset_default_app, set_default_app
 from orchestrator.cli import main
 from orchestrator.core import registry
 from orchestrator.core.spec import WorkflowSpec
@@ -35,6 +35,7 @@ from orchestrator.ops.schedule import (
 )
 from orchestrator.settings import Settings
 from orchestrator.stores.postgres.housekeeping import TRANSIENT_ERRORS
+from orchestrator.testing.inline import inline_app, memory_adapters
 
 
 def at(text: str) -> datetime:
@@ -210,16 +211,22 @@ def test_schedules_command_lists_each_scheduled_workflow(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # the example workflows (config/workflows) include etl, nightly at 02:00 UTC
-    assert main(["schedules", "--json"]) == 0
-    rows = {r["workflow"]: r for r in json.loads(capsys.readouterr().out)}
-    etl = rows["etl"]
-    assert etl["schedule"] == "cron 0 2 * * *" and etl["overlap"] == "skip"
-    assert etl["inputs"] == {"source": "s3://bucket/day"}
-    upcoming = datetime.fromisoformat(etl["next_fire_time"])
-    assert (upcoming.hour, upcoming.minute) == (2, 0)
-    assert timedelta(0) < upcoming - datetime.now(UTC) <= timedelta(days=1)
-    assert main(["schedules"]) == 0
-    assert "etl" in capsys.readouterr().out
+    set_default_app(memory_app())
+    try:
+        assert main(["schedules", "--json"]) == 0
+        rows = {r["workflow"]: r for r in json.loads(capsys.readouterr().out)}
+        etl = rows["etl"]
+        assert etl["schedule"] == "cron 0 2 * * *" and etl["overlap"] == "skip"
+        assert etl["inputs"] == {"source": "s3://bucket/day"} and etl["catchup"] == "latest"
+        assert etl["paused"] is False and etl["last_fire_time"] is None
+        upcoming = datetime.fromisoformat(etl["next_fire_time"])
+        assert (upcoming.hour, upcoming.minute) == (2, 0)
+        assert timedelta(0) < upcoming - datetime.now(UTC) <= timedelta(days=1)
+        assert main(["schedules"]) == 0
+        out = capsys.readouterr().out
+        assert "etl" in out and "active" in out and "latest" in out
+    finally:
+        reset_default_app()
 
 
 def test_install_registers_beats_tasks_and_one_entry_per_scheduled_workflow() -> None:
@@ -235,6 +242,13 @@ def test_install_registers_beats_tasks_and_one_entry_per_scheduled_workflow() ->
     assert entries[f"{ENTRY_PREFIX}unit_every_5"]["kwargs"]["inputs"] == {"n": 1}
 
 
+def memory_app() -> Any:
+    """An app on the in-memory twins, with beat's tasks installed."""
+    app = inline_app(Settings(), memory_adapters())
+    install(app, Settings())
+    return app
+
+
 @pytest.mark.parametrize(
     "error",
     [
@@ -247,8 +261,7 @@ def test_a_fire_retries_while_a_server_is_away_past_celerys_retry_cap(
 ) -> None:
     # Given beat's fire task, and a submit that fails 12 times as PostgreSQL or Redis is away
     # (more than Celery's default cap of 3 retries, and the 10 the task once allowed)
-    app = create_app(Settings(), "unit")
-    install(app, Settings())
+    app = memory_app()
     fire_task = app.tasks[FIRE_TASK]
     keys: list[str] = []
 
@@ -258,10 +271,11 @@ def test_a_fire_retries_while_a_server_is_away_past_celerys_retry_cap(
             raise error
         return "run-1"
 
-    monkeypatch.setattr(periodic, "_start", start)
+    monkeypatch.setattr(periodic, "start_run", start)
     # When beat's message for one fire time is executed (eagerly: retries run at once)
     fire_time = "2026-03-01T10:00:00+00:00"
-    kwargs = {"workflow": "wf", "fire_time": fire_time, "overlap": "allow"}
+    wf = spec("wf", {"every": 60, "overlap": "allow"}).model_dump(mode="json")
+    kwargs = {"workflow": "wf", "fire_time": fire_time, "overlap": "allow", "spec": wf}
     result = fire_task.apply(kwargs=kwargs)
     # Then it was retried until the run started, every time with the one key of that fire time
     assert result.get() == {"workflow": "wf", "fire_time": fire_time, "run_id": "run-1"}
@@ -273,15 +287,15 @@ def test_a_fire_does_not_retry_an_error_that_is_not_transient(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given a submit that fails with a validation error / When fired / Then it fails at once
-    app = create_app(Settings(), "unit")
-    install(app, Settings())
+    app = memory_app()
     calls: list[str] = []
 
     def start(rt: Any, target: Any, inputs: Any, key: str) -> str:
         calls.append(key)
         raise ScheduleError("wf", "bad")
 
-    monkeypatch.setattr(periodic, "_start", start)
-    kwargs = {"workflow": "wf", "fire_time": "2026-03-01T10:00:00+00:00", "overlap": "allow"}
+    monkeypatch.setattr(periodic, "start_run", start)
+    wf = spec("wf", {"every": 60, "overlap": "allow"}).model_dump(mode="json")
+    kwargs = {"workflow": "wf", "fire_time": "2026-03-01T10:00:00+00:00", "spec": wf}
     result = app.tasks[FIRE_TASK].apply(kwargs=kwargs)
     assert result.failed() and "workflow 'wf': bad" in str(result.result) and len(calls) == 1

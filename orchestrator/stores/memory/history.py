@@ -2,7 +2,8 @@
 
 Runs, steps, attempts, events and dead letters are rows in dicts (:mod:`.rows`) under one lock.
 Every status change is conditional as in the SQL it stands for: a run or step that has ended never
-changes again, except that a step presumed not started (``skipped``) records how it really ended.
+changes again, except that a step presumed not started (``skipped``, ``cancelled``) records how it
+really ended.
 The reconciler's questions are answered in :mod:`.reconciliation`, the console's in
 :mod:`.listing`; the batched writer's events are applied by
 :class:`~orchestrator.stores.memory.writer.MemoryWriter`.
@@ -24,12 +25,15 @@ from orchestrator.records import (
     NewStep,
     RunRecord,
     ScheduledRun,
+    ScheduleState,
     StepRecord,
 )
 from orchestrator.status import RunStatus, StepStatus, Trigger
+from orchestrator.stores.memory.contexts import Contexts
 from orchestrator.stores.memory.listing import Listing
 from orchestrator.stores.memory.reconciliation import Reconciliation
 from orchestrator.stores.memory.rows import RunRow, StepRow, stored
+from orchestrator.stores.memory.schedules import ScheduleStates
 
 Now = Callable[[], datetime]
 
@@ -38,7 +42,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class MemoryHistory(Reconciliation, Listing):
+class MemoryHistory(Reconciliation, Listing, ScheduleStates, Contexts):
     """The :class:`~orchestrator.ports.RunHistory` operations, on rows in memory."""
 
     def __init__(self, clock: Now = utc_now) -> None:
@@ -50,6 +54,7 @@ class MemoryHistory(Reconciliation, Listing):
         self._letter_ids = itertools.count(1)
         self._keys: dict[str, str] = {}  # idempotency key -> run id
         self._schedule_locks: dict[str, threading.Lock] = {}
+        self.schedules: dict[str, ScheduleState] = {}  # workflow -> pause flag, last fire
 
     def ping(self) -> None:
         """Always reachable."""
@@ -80,6 +85,7 @@ class MemoryHistory(Reconciliation, Listing):
                 tenant_id=run.tenant_id,
                 parent_run_id=run.parent_run_id,
                 parent_step_id=run.parent_step_id,
+                priority=run.priority,
                 done_steps=list(run.done_steps),
             )
             self._add_steps(row, steps, at)

@@ -103,6 +103,7 @@ class RunRow:
     tenant_id: str | None = None
     parent_run_id: str | None = None
     parent_step_id: str | None = None
+    priority: int | None = None
     done_steps: list[str] = field(default_factory=list)
     status: RunStatus = RunStatus.PENDING
     output: str | None = None
@@ -114,6 +115,8 @@ class RunRow:
     finished_at: datetime | None = None
     steps: dict[str, StepRow] = field(default_factory=dict)
     events: list[tuple[datetime, str, str | None]] = field(default_factory=list)
+    context: dict[str, str] | None = None  # each value encoded, as the JSONB column holds it
+    context_version: int = 0
 
     def record(self) -> RunRecord:
         return RunRecord(
@@ -131,6 +134,7 @@ class RunRow:
             tenant_id=self.tenant_id,
             parent_run_id=self.parent_run_id,
             parent_step_id=self.parent_step_id,
+            priority=self.priority,
             done_steps=list(self.done_steps),
             recoveries=[list(r) for r in self.recoveries],
             published_at=self.published_at,

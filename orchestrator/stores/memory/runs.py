@@ -130,6 +130,11 @@ class MemoryRunState:
         with self._lock:
             return self._holder((run_id, step_id, attempt)) is not None
 
+    def leased(self, run_id: str, leases: list[tuple[str, int]]) -> set[str]:
+        """The steps among ``(step, attempt)`` pairs whose lease is held."""
+        with self._lock:
+            return {s for s, a in leases if self._holder((run_id, s, a)) is not None}
+
     def undo_delivery(self, run_id: str, step_id: str, attempt: int) -> None:
         """A delivery that did not execute the step (deferred by a breaker) is not counted."""
         with self._lock:
@@ -266,12 +271,14 @@ class MemoryRunState:
             return True
 
     def end(self, run_id: str, status: RunStatus) -> None:
-        """The run ended: free its results and counters; keep the flag so late messages of the
-        run stand down."""
+        """The run ended: free its counters (and a succeeded run's results: a failed or
+        cancelled run's are kept for its retry); keep the flag so late messages of the run
+        stand down."""
         with self._lock:
             run = self._runs[run_id]
             run.flag = str(status)
-            run.results.clear()
+            if status == RunStatus.SUCCEEDED:
+                run.results.clear()
             run.deliveries.clear()
             run.parked.clear()
             run.attempts.clear()

@@ -2,10 +2,10 @@
 
 Each event is applied at once, under the history's lock, as the PostgreSQL writer applies a
 batch of one: a step's status moves only forward (a terminal step never moves back, except that
-one presumed not started, ``skipped``, records how it really ended), its attempt is upserted, a
-run ends once (a failure skips the steps not started; success needs the sinks' output and every
-step succeeded). The runs whose end an event recorded are handed to ``on_finalized``, after the
-lock is released, as the PostgreSQL writer does after its commit.
+one presumed not started, ``skipped`` or ``cancelled``, records how it really ended), its attempt
+is upserted, a run ends once (a failure skips the steps not started; success needs the sinks'
+output and every step succeeded). The runs whose end an event recorded are handed to
+``on_finalized``, after the lock is released, as the PostgreSQL writer does after its commit.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from datetime import datetime
 
 from orchestrator.records import (
     UNSET,
+    ContextEvent,
     DeadLetterEvent,
     DeadLetterRecord,
     Ended,
@@ -53,6 +54,9 @@ class MemoryWriter:
     def _apply(self, event: Event) -> list[Ended]:
         if isinstance(event, DeadLetterEvent):
             self.history.add_dead_letter(_letter(event))
+            return []
+        if isinstance(event, ContextEvent):
+            self.history.keep_context(event)
             return []
         row = self.history.runs.get(event.run_id)
         if row is None:
@@ -95,7 +99,7 @@ def _moves(step: StepRow, status: StepStatus) -> bool:
         not step.status.terminal
         or (step.status == status and step.finished_at is None)
         or (
-            step.status == StepStatus.SKIPPED
+            step.status in (StepStatus.SKIPPED, StepStatus.CANCELLED)
             and status in (StepStatus.SUCCEEDED, StepStatus.FAILED)
         )
     )

@@ -26,10 +26,12 @@ from orchestrator.records import (
     StepEvent,
 )
 from orchestrator.status import ATTEMPT_ENDED, RunStatus, StepStatus
+from orchestrator.stores.postgres.context import write_contexts
 from orchestrator.stores.postgres.statuses import (
     SQL_RUNS_ENDED,
     SQL_RUNS_UNFINISHED,
     SQL_STEPS_ENDED,
+    SQL_STEPS_PRESUMED,
     SQL_STEPS_WAITING,
 )
 
@@ -52,10 +54,11 @@ FROM {_ROWS}
 WHERE t.run_id = v.run_id AND t.step_id = v.step_id AND t.attempts <= v.attempt
   AND (t.status NOT IN {SQL_STEPS_ENDED}
        OR (t.status = v.status AND t.finished_at IS NULL)
-       OR (t.status = 'skipped' AND v.status IN ('succeeded', 'failed')))
+       OR (t.status IN {SQL_STEPS_PRESUMED} AND v.status IN ('succeeded', 'failed')))
 """)
-# The last line: a step skipped when its run failed (presumed not started, its events not yet
-# written) that did run records its real outcome; it never moves back to running.
+# The last line: a step skipped or cancelled when its run ended (presumed not started: its
+# events were not yet written) that did run records its real outcome, a late success with its
+# result (the run keeps its status; a retry inherits the step); it never moves back to running.
 _ATTEMPT = text(f"""
 INSERT INTO task_attempts (task_run_id, attempt, status, worker, error, traceback,
                            started_at, finished_at)
@@ -144,6 +147,7 @@ def write_batch(conn: Connection, events: list[Event]) -> list[Ended]:
     dead = [_dead_params(e) for e in events if isinstance(e, DeadLetterEvent)]
     if dead:
         conn.execute(_DEAD, dead)
+    write_contexts(conn, events)
     ended = [f for f in finals if _finalize(conn, f)]
     done = conn.execute(_SUCCEED, {"runs": maybe_done}).all() if maybe_done else []
     return [(f.run_id, f.status) for f in ended] + [(str(r[0]), RunStatus.SUCCEEDED) for r in done]

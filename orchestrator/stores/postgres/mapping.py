@@ -33,6 +33,7 @@ def run_values(run: NewRun) -> dict[str, Any]:
         "tenant_id": run.tenant_id,
         "parent_run_id": uuid.UUID(run.parent_run_id) if run.parent_run_id else None,
         "parent_step_id": run.parent_step_id,
+        "priority": run.priority,
         "done_steps": run.done_steps,
     }
 
@@ -68,6 +69,7 @@ def run_record(row: WorkflowRun) -> RunRecord:
         tenant_id=row.tenant_id,
         parent_run_id=str(row.parent_run_id) if row.parent_run_id else None,
         parent_step_id=row.parent_step_id,
+        priority=row.priority,
         done_steps=list(row.done_steps or []),
         recoveries=list(row.recoveries or []),
         published_at=row.published_at,

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -63,6 +64,8 @@ class WorkflowRun(Base):
     parent_run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     parent_step_id: Mapped[str | None] = mapped_column(String(220))
     """The step of the parent run that started this run (a child workflow)."""
+    priority: Mapped[int | None] = mapped_column(SmallInteger)
+    """The run's priority (0..9), for steps without one of their own."""
     done_steps: Mapped[list[str]] = mapped_column(JSONB, default=list)
     recoveries: Mapped[list[list[str]]] = mapped_column(JSONB, default=list, server_default="[]")
     """Steps already done at each in-place recovery (epoch n uses entry n - 1)."""

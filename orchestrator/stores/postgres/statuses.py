@@ -26,8 +26,11 @@ RUNS_ENDED = values(s for s in RunStatus if s.terminal)
 RUNS_UNFINISHED = values(s for s in RunStatus if not s.terminal)
 STEPS_ENDED = values(s for s in StepStatus if s.terminal)
 STEPS_WAITING = values((StepStatus.PENDING, StepStatus.RETRYING))  # not started, not ended
+# how a run's end leaves the steps it presumes not started (a late event may say otherwise)
+STEPS_PRESUMED = values((StepStatus.SKIPPED, StepStatus.CANCELLED))
 
 SQL_RUNS_ENDED = sql_list(RUNS_ENDED)
 SQL_RUNS_UNFINISHED = sql_list(RUNS_UNFINISHED)
 SQL_STEPS_ENDED = sql_list(STEPS_ENDED)
 SQL_STEPS_WAITING = sql_list(STEPS_WAITING)
+SQL_STEPS_PRESUMED = sql_list(STEPS_PRESUMED)

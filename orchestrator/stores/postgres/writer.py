@@ -35,7 +35,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from orchestrator.codec import text_for_postgres
-from orchestrator.records import Ended, Event, RunFinal, SkipSteps, StepEvent
+from orchestrator.records import ContextEvent, Ended, Event, RunFinal, SkipSteps, StepEvent
 from orchestrator.stores.postgres.batch import write_batch
 from orchestrator.stores.postgres.connection import Database
 
@@ -74,6 +74,8 @@ def describe(event: Event) -> str:
         return f"run {event.run_id} steps {', '.join(event.steps)} ({event.status})"
     if isinstance(event, RunFinal):
         return f"run {event.run_id} end ({event.status})"
+    if isinstance(event, ContextEvent):
+        return f"run {event.run_id} context (version {event.version})"
     return f"dead letter of {event.task} (run {event.run_id}, step {event.step_id})"
 
 

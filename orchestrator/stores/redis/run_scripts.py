@@ -88,7 +88,12 @@ return n
 
 END = """
 -- KEYS: ctl, res, deliveries, parked, attempt
--- ARGV: final status, ttl of the kept flag
+-- ARGV: final status, ttl of the kept flag (and of a failed or cancelled run's results)
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
+if ARGV[1] == 'succeeded' then
+  redis.call('DEL', KEYS[2])
+else
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
 """

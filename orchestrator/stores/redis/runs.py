@@ -6,9 +6,10 @@ parents' results, refuses a step that already succeeded or that another live del
 counts deliveries, and takes a lease that the executing process keeps alive. A parent's result
 that is missing is reported as such, never read as ``None``.
 
-Values go through :mod:`orchestrator.codec` (Celery's JSON). When a run ends, its results and
-counters are deleted and its control flag is kept, shorter, so that a late duplicate message
-stands down instead of running again. Key names are in :mod:`.run_keys`, the Lua scripts in
+Values go through :mod:`orchestrator.codec` (Celery's JSON). When a run ends, its counters are
+deleted (its results too, unless it failed or was cancelled: a retry inherits them) and its
+control flag is kept, shorter, so that a late duplicate message stands down instead of running
+again. Key names are in :mod:`.run_keys`, the Lua scripts in
 :mod:`.run_scripts`.
 """
 
@@ -180,8 +181,10 @@ class RunState:
         return None if raw is None else dict(decode(raw))
 
     def end(self, run_id: str, status: str) -> None:
-        """The run ended: free its results and counters; keep the flag so late messages of the
-        run stand down."""
+        """The run ended: free its counters; keep the flag so late messages of the run stand
+        down. A succeeded run's results are freed; a failed or cancelled run's are kept as long
+        as the flag, with the results of steps that succeed after its end: a retry inherits
+        them before history has caught up (``engine.inherit``)."""
         self._end(
             keys=[
                 key(run_id, "ctl"),
@@ -205,6 +208,13 @@ class RunState:
 
     def lease_alive(self, run_id: str, step_id: str, attempt: int) -> bool:
         return bool(self.client.exists(lease_key(run_id, step_id, attempt)))
+
+    def leased(self, run_id: str, leases: list[tuple[str, int]]) -> set[str]:
+        """The steps among ``(step, attempt)`` pairs whose lease is held (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        for step_id, attempt in leases:
+            pipe.exists(lease_key(run_id, step_id, attempt))
+        return {step for (step, _), held in zip(leases, pipe.execute(), strict=True) if held}
 
     def finish_step(
         self,

@@ -1,4 +1,5 @@
-"""Conditions: ``when`` (CEL), ``trigger``, skip propagation and ``on_failure``, on the twins."""
+"""Conditions: ``when`` (CEL), ``trigger``, skip propagation and ``on_failure``, on the twins,
+with the tasks of their integration tests (``tests.integration.shapes``)."""
 
 from __future__ import annotations
 
@@ -13,39 +14,15 @@ from orchestrator.errors import ConditionError, UnknownTaskError
 from orchestrator.settings import Settings
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.testing import run_inline
+from tests.integration.shapes import explode, publish, report, review, score
 
 SETTINGS = Settings(task_modules=[], workflows_path=str(Path(__file__).parent / "no-workflows"))
 HOOK_CALLS: list[dict[str, Any]] = []
 
 
 @task
-def score(value: float, mode: str = "") -> dict[str, float]:
-    return {"value": value}
-
-
-@task
-def review(result: dict[str, float]) -> str:
-    return f"reviewed {result['value']}"
-
-
-@task
-def publish(result: dict[str, float]) -> str:
-    return f"published {result['value']}"
-
-
-@task
-def report(parents: dict[str, Any]) -> dict[str, Any]:
-    return parents
-
-
-@task
 def after_review(text: str) -> str:
     return text + ", then filed"
-
-
-@task
-def explode(value: float) -> float:
-    raise RuntimeError(f"cannot score {value}")
 
 
 @task

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from orchestrator import Workflow, current_run, retry, task
-from orchestrator.errors import ShapeError, UnknownDependencyError
+from orchestrator.core import registry
+from orchestrator.core.spec import parse_spec
+from orchestrator.errors import ShapeError, UnknownDependencyError, ValidationError
 from orchestrator.settings import Settings
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.testing import run_inline
@@ -163,6 +165,64 @@ def test_a_failed_item_fails_the_run_and_retry_reruns_only_the_items_that_did_no
 
     assert again.wait() == [0, 1, 2, 3]
     assert 2 in CALLED and not kept & set(CALLED)  # the items that succeeded are not run again
+
+
+def test_the_max_items_setting_caps_a_fan_out_without_a_max_items_of_its_own() -> None:
+    settings = SETTINGS.model_copy(update={"max_items": 2})
+    run = run_inline(MAP, {"count": 3}, settings=settings)
+
+    assert run.status() == RunStatus.FAILED
+    error = next(s for s in run.steps() if s.step_id == "parse").error or ""
+    assert "more than max_items=2" in error and "ORCHESTRATOR_MAX_ITEMS" in error
+    assert run_inline(MAP, {"count": 2}, settings=settings).wait() == ["d0", "d1"]
+
+
+def test_max_items_from_yaml_caps_a_fan_out(tmp_path: Path) -> None:
+    doc = tmp_path / "each_yaml_max.yaml"
+    doc.write_text(
+        "name: each_yaml_max\nsteps:\n"
+        f"  - {{id: list, task: {listing.name}}}\n"
+        f"  - {{id: p, task: {parse.name}, for_each: list, max_items: 2}}\n"
+    )
+    spec = registry.load_file(doc)
+
+    run = run_inline(spec, {"count": 3}, settings=SETTINGS)
+
+    assert run.status() == RunStatus.FAILED
+    error = next(s for s in run.steps() if s.step_id == "p").error or ""
+    assert "'each_yaml_max'" in error and "'p'" in error and "max_items=2" in error
+
+
+BAD_MAX_ITEMS = [
+    ({"max_items": -1}, "greater than or equal to 0"),
+    ({"max_items": "ten"}, "valid integer"),
+    ({"max_items": True}, "valid integer"),
+    ({"max_items": 2.5}, "valid integer"),
+    ({"max_items": 3, "for_each": None}, "max_items caps a for_each"),
+]
+
+
+@pytest.mark.parametrize(("options", "found"), BAD_MAX_ITEMS)
+def test_a_bad_max_items_is_refused_in_python_naming_the_workflow_and_step(
+    options: dict[str, Any], found: str
+) -> None:
+    wf = Workflow("each_bad_max").step("list", listing)
+
+    with pytest.raises(ValidationError, match=found) as refused:
+        wf.step("p", parse, after="list", **{"for_each": "list", **options})
+    assert (refused.value.workflow, refused.value.step) == ("each_bad_max", "p")
+
+
+@pytest.mark.parametrize(("options", "found"), BAD_MAX_ITEMS)
+def test_a_bad_max_items_is_refused_in_yaml_naming_the_workflow_and_step(
+    options: dict[str, Any], found: str
+) -> None:
+    step = {"id": "p", "task": parse.name, "after": ["list"], "for_each": "list", **options}
+    data = {"name": "each_bad_yaml", "steps": [{"id": "list", "task": listing.name}, step]}
+
+    with pytest.raises(ValidationError, match=found) as refused:
+        parse_spec(data, source="each_bad_yaml.yaml")
+    assert (refused.value.workflow, refused.value.step) == ("each_bad_yaml", "p")
 
 
 @pytest.mark.parametrize(

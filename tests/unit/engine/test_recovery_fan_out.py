@@ -1,0 +1,82 @@
+"""Recovering a run whose ``for_each`` fan-out lost items with a worker (``ops.recovery``).
+
+A fanned-out step holds no lease while its items run, and re-publishing the step does not
+re-publish its items: the items that neither ended nor run elsewhere are published again. The
+reconciler takes the fanned-out step for a lost one only once its fan-out is idle.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from orchestrator import Workflow, current_run, task
+from orchestrator.ops.recovery import fan_out_busy, recover_run
+from orchestrator.records import StepEvent
+from orchestrator.status import RunStatus, StepStatus
+from tests.unit.engine.harness import Engine
+
+DONE: Counter[str] = Counter()
+
+
+@task
+def numbers(count: int) -> list[int]:
+    return list(range(count))
+
+
+@task
+def double(n: int) -> int:
+    DONE[current_run.step_id] += 1
+    return n * 2
+
+
+FAN_OUT = Workflow("recovery_fan_out").step("list", numbers).step("work", double, for_each="list")
+
+
+def _item(request: Any) -> int | None:
+    return request.kwargs["orchestrator"].get("item")
+
+
+def test_items_lost_with_a_worker_are_published_again_and_run_once(engine: Engine) -> None:
+    DONE.clear()
+    # Given a fan-out of 3 items whose item 0 ended, item 1 died running (its worker was
+    # killed) and item 2's message was lost with that worker before it started
+    run = engine.start(FAN_OUT, {"count": 3})
+    engine.take()["list"].execute()
+    engine.take()["work"].execute()
+    items = {_item(r): r for r in engine.worker.take() if _item(r) is not None}
+    assert sorted(items) == [0, 1, 2]
+    items[0].execute()
+    engine.state.claim(run.id, "work[1]", 1, "gone@host:1:x", 30_000, ["work[1].in"])
+    engine.rt.writer.submit(
+        StepEvent(run.id, "work[1]", 1, StepStatus.RUNNING, datetime.now(UTC), worker="gone")
+    )
+    engine.rt.writer.flush(timeout=5)
+    # While item 1's lease is alive, nothing is recovered
+    assert recover_run(engine.rt, run.id, "a step's worker died") is None
+    # When it has lapsed, the run is recovered: items 1 and 2 are published again
+    engine.state_clock.advance(31)
+    assert recover_run(engine.rt, run.id, "a step's worker died") == 1
+    engine.finish(run)
+    # Then the run succeeds with every item's result in order, each item called once
+    assert run.status() == RunStatus.SUCCEEDED
+    assert run.wait() == [0, 2, 4]
+    assert DONE == {"work[0]": 1, "work[1]": 1, "work[2]": 1}
+
+
+def test_a_fan_out_is_busy_while_its_items_move_or_are_queued(engine: Engine) -> None:
+    run = engine.start(FAN_OUT, {"count": 2})
+    engine.take()["list"].execute()
+    engine.take()["work"].execute()
+    engine.rt.writer.flush(timeout=5)
+    # no item started or ended yet: idle, unless its queue holds messages (a backlog)
+    assert not fan_out_busy(engine.rt, run.id, "work", lambda run_id: False)
+    assert fan_out_busy(engine.rt, run.id, "work", lambda run_id: True)
+    # an item started within a lease period: the fan-out goes on
+    engine.rt.writer.submit(StepEvent(run.id, "work[0]", 1, StepStatus.RUNNING, datetime.now(UTC)))
+    engine.rt.writer.flush(timeout=5)
+    assert fan_out_busy(engine.rt, run.id, "work", lambda run_id: False)
+    # a step that did not fan out is never a busy fan-out
+    assert not fan_out_busy(engine.rt, run.id, "list", lambda run_id: True)
+    engine.worker.purge()
