@@ -33,7 +33,7 @@ The CPU table divides CPU seconds by tasks: ``wrk`` is the worker (main process 
 children, from /proc), ``cli`` is this client process (publishing, waiting, and for the
 orchestrator also planning and writing the run's rows). CPU is steadier than wall time when other
 processes share the machine (the load average is printed under the tables); PostgreSQL's and
-Redis's own CPU is not included. Figures are also written to ``bench/results.json``.
+Redis's own CPU is not included. Figures are also merged into ``bench/results.json``.
 """
 
 from __future__ import annotations
@@ -69,13 +69,13 @@ WAIT_TIMEOUT = 180.0
 # -- environment and services ---------------------------------------------------------------
 
 
-def bench_env() -> dict[str, str]:
+def bench_env(redis_url: str = REDIS_URL, db_name: str = DB_NAME) -> dict[str, str]:
     """The ORCHESTRATOR_* settings of the client and the worker."""
     return {
-        "ORCHESTRATOR_BROKER_URL": REDIS_URL,
-        "ORCHESTRATOR_RESULT_BACKEND": REDIS_URL,
-        "ORCHESTRATOR_REDIS_URL": REDIS_URL,
-        "ORCHESTRATOR_DATABASE_URL": f"{PG_SERVER}/{DB_NAME}",
+        "ORCHESTRATOR_BROKER_URL": redis_url,
+        "ORCHESTRATOR_RESULT_BACKEND": redis_url,
+        "ORCHESTRATOR_REDIS_URL": redis_url,
+        "ORCHESTRATOR_DATABASE_URL": f"{PG_SERVER}/{db_name}",
         "ORCHESTRATOR_TASK_MODULES": "bench.tasks",
         "ORCHESTRATOR_WORKFLOWS_PATH": str(ROOT / "bench"),  # no YAML workflows here
     }
@@ -88,34 +88,35 @@ def _admin(statement: str) -> None:
         conn.execute(statement)
 
 
-def _flush_redis() -> None:
+def _flush_redis(redis_url: str) -> None:
     import redis
 
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    redis.Redis.from_url(redis_url).flushdb()
 
 
-def setup_services() -> None:
-    """Point this process at the bench services: fresh database and Redis db, tables migrated."""
-    os.environ.update(bench_env())
+def setup_services(redis_url: str = REDIS_URL, db_name: str = DB_NAME) -> None:
+    """Point this process (and the workers it starts) at the bench services: a fresh database
+    ``db_name`` and an emptied Redis db ``redis_url``, tables migrated."""
+    os.environ.update(bench_env(redis_url, db_name))
     from orchestrator.app import reset_default_app
     from orchestrator.settings import get_settings
     from orchestrator.stores.postgres.migrate import upgrade
 
     reset_default_app()
     get_settings.cache_clear()
-    _admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-    _admin(f'CREATE DATABASE "{DB_NAME}"')
-    _flush_redis()
+    _admin(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+    _admin(f'CREATE DATABASE "{db_name}"')
+    _flush_redis(redis_url)
     upgrade(get_settings().sqlalchemy_url)
 
 
-def teardown_services() -> None:
+def teardown_services(redis_url: str = REDIS_URL, db_name: str = DB_NAME) -> None:
     """Close our connections, drop the database, flush our Redis db."""
     from orchestrator.app import reset_default_app
 
     reset_default_app()
-    _admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-    _flush_redis()
+    _admin(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+    _flush_redis(redis_url)
 
 
 def tasks_module() -> Any:
@@ -126,15 +127,45 @@ def tasks_module() -> Any:
 # -- the worker -----------------------------------------------------------------------------
 
 
+def session_cpu_seconds(session: int) -> float:
+    """User + system CPU of every live process of a session (a worker's main and pool)."""
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session:  # session id
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def orchestrator_worker_argv(*args: str) -> list[str]:
+    """``celery -A orchestrator.worker worker`` with ``args`` (``-c 2`` unless told otherwise)."""
+    from orchestrator.dev.server import worker_argv
+
+    return worker_argv(f"bench-{os.getpid()}", *(args or ("-c", "2")), loglevel="WARNING")
+
+
 class Worker:
-    """A real ``celery -A orchestrator.worker worker -c 2`` subprocess in its own session."""
+    """A real worker subprocess in its own session: by default
+    ``celery -A orchestrator.worker worker -c 2``, with this process's environment (which
+    ``setup_services`` points at the bench services) plus ``extra_env``. ``probe`` is the task
+    ``wait_ready`` calls (``bench.tasks.noop`` unless told)."""
 
-    def __init__(self, log: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        log: Path,
+        extra_env: dict[str, str] | None = None,
+        argv: list[str] | None = None,
+        probe: Any = None,
+    ) -> None:
         self.log = log
-        env = {**os.environ, **bench_env(), **(extra_env or {}), "PYTHONPATH": str(ROOT)}
-        from orchestrator.dev.server import worker_argv
-
-        cmd = worker_argv(f"bench-{os.getpid()}", "-c", "2", loglevel="WARNING")
+        self.probe = probe
+        env = {**os.environ, **(extra_env or {}), "PYTHONPATH": str(ROOT)}
+        cmd = argv or orchestrator_worker_argv()
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -144,7 +175,7 @@ class Worker:
         """Block until the worker has run one task."""
         from celery.exceptions import TimeoutError as ResultTimeout
 
-        pending = tasks_module().noop.delay()
+        pending = (self.probe or tasks_module().noop).delay()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -156,17 +187,7 @@ class Worker:
 
     def cpu_seconds(self) -> float:
         """User + system CPU of every process of the worker's session (main and pool)."""
-        ticks = 0
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rpartition(")")[2].split()
-            except OSError:
-                continue
-            if int(fields[3]) == self.proc.pid:  # session id
-                ticks += int(fields[11]) + int(fields[12])  # utime, stime
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return session_cpu_seconds(self.proc.pid)
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM (warm shutdown) and wait; SIGKILL the group only if it does not exit."""
@@ -180,8 +201,13 @@ class Worker:
 
 
 @contextlib.contextmanager
-def running_worker(log: Path, extra_env: dict[str, str] | None = None) -> Iterator[Worker]:
-    worker = Worker(log, extra_env)
+def running_worker(
+    log: Path,
+    extra_env: dict[str, str] | None = None,
+    argv: list[str] | None = None,
+    probe: Any = None,
+) -> Iterator[Worker]:
+    worker = Worker(log, extra_env, argv, probe)
     try:
         worker.wait_ready()
         yield worker
@@ -192,32 +218,32 @@ def running_worker(log: Path, extra_env: dict[str, str] | None = None) -> Iterat
 # -- raw Celery canvas ----------------------------------------------------------------------
 
 
-def raw_group(n: int) -> Any:
+def raw_group(n: int, noop: Any = None) -> Any:
     from celery import group
 
-    noop = tasks_module().noop
+    noop = noop or tasks_module().noop
     return group(noop.si() for _ in range(n))
 
 
-def raw_chain(n: int) -> Any:
+def raw_chain(n: int, noop: Any = None) -> Any:
     from celery import chain
 
-    noop = tasks_module().noop
+    noop = noop or tasks_module().noop
     return chain(noop.si(), *(noop.s() for _ in range(n - 1)))
 
 
-def raw_chord(n: int) -> Any:
+def raw_chord(n: int, noop: Any = None) -> Any:
     from celery import chord, group
 
-    noop = tasks_module().noop
+    noop = noop or tasks_module().noop
     return chord(group(noop.si() for _ in range(n)), noop.s())
 
 
-def raw_ladder(stages: int) -> Any:
+def raw_ladder(stages: int, noop: Any = None) -> Any:
     """``chain(a, chord([b, c], d), a, chord([b, c], d), ...)`` written out (no auto-upgrade)."""
     from celery import chain, chord, group
 
-    noop = tasks_module().noop
+    noop = noop or tasks_module().noop
     parts: list[Any] = []
     for _ in range(stages):
         parts += [noop.s(), chord(group(noop.s(), noop.s()), noop.s())]
@@ -225,11 +251,11 @@ def raw_ladder(stages: int) -> Any:
     return chain(*parts)
 
 
-def _not_done(ids: list[str]) -> list[str]:
+def _not_done(app: Any, ids: list[str]) -> list[str]:
     """The ids whose result is not stored yet (one MGET); raises if any of them failed."""
     from celery import states
 
-    backend = tasks_module().noop.app.backend
+    backend = app.backend
     metas = backend.client.mget([backend.get_key_for_task(i) for i in ids])
     pending = []
     for task_id, meta in zip(ids, metas, strict=True):
@@ -241,13 +267,12 @@ def _not_done(ids: list[str]) -> list[str]:
     return pending
 
 
-def wait_all(ids: list[str]) -> None:
+def wait_all(app: Any, ids: list[str]) -> None:
     """Wait on the last id's AsyncResult, then check the rest; repeat with what is left."""
-    app = tasks_module().noop.app
     pending = list(ids)
     while pending:
         app.AsyncResult(pending[-1]).get(timeout=WAIT_TIMEOUT, interval=0.005)
-        pending = _not_done(pending[:-1])
+        pending = _not_done(app, pending[:-1])
 
 
 def run_raw(build: Callable[[], Any]) -> float:
@@ -255,7 +280,7 @@ def run_raw(build: Callable[[], Any]) -> float:
     started = time.perf_counter()
     result = build().apply_async()
     children = getattr(result, "results", None)  # a GroupResult has no single final task
-    wait_all([r.id for r in children] if children is not None else [result.id])
+    wait_all(result.app, [r.id for r in children] if children is not None else [result.id])
     return time.perf_counter() - started
 
 
@@ -354,7 +379,7 @@ def sampled(worker: Worker, run: Callable[[], float]) -> Sample:
 
 
 def _median(samples: list[Sample], field: str) -> float:
-    return statistics.median(getattr(s, field) for s in samples)
+    return float(statistics.median(getattr(s, field) for s in samples))
 
 
 @dataclass(frozen=True)
@@ -559,6 +584,15 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join([*lines, "", load, *(f"error: {e}" for e in errors)])
 
 
+def save(output: Path, figures: dict[str, Any]) -> None:
+    """Merge ``figures``' keys into the JSON file ``output``; the other benches' keys stay."""
+    try:
+        existing = json.loads(output.read_text())
+    except (OSError, ValueError):
+        existing = {}
+    output.write_text(json.dumps({**existing, **figures}, indent=2) + "\n")
+
+
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -616,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         teardown_services()
     print()
     print(format_report(report))
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    save(args.output, report)
     print(f"\nfigures written to {args.output}")
     return 0
 

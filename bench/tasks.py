@@ -8,6 +8,10 @@ When ``BENCH_PUBLISH_LOG`` holds a Redis URL, every message this process publish
 ``[task name, size in bytes]`` to the Redis list ``bench:published`` (size of the JSON body plus
 the JSON headers, as ``tests/integration/workload.py`` measures it). Unset, the hook does nothing,
 so timed runs are not slowed by it.
+
+When ``BENCH_PROFILE`` is set (``bench/bench_profile.py`` sets it on a ``--pool solo`` worker),
+the process counts its SQL statements and ``profile_start``/``profile_stop`` switch cProfile on
+and off in it (``bench/profiling.py``). Unset, they do nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import redis
 from celery import signals
 
+from bench import profiling
 from orchestrator import task
 
 PUBLISH_LOG_ENV = "BENCH_PUBLISH_LOG"
@@ -57,3 +62,18 @@ def _log_publish(body: Any = None, headers: dict[str, Any] | None = None, **_: A
 def numbers(count: int) -> list[int]:
     """``count`` items for a ``for_each`` (``bench/bench_for_each.py``)."""
     return list(range(count))
+
+
+@task
+def profile_start() -> None:
+    """Switch cProfile and SQL counting on in this (solo) worker process."""
+    if os.environ.get(profiling.PROFILE_ENV):
+        profiling.count_sql()
+        profiling.start()
+
+
+@task
+def profile_stop(path: str) -> None:
+    """Switch cProfile off; write it to ``path`` and the SQL counts beside it."""
+    if os.environ.get(profiling.PROFILE_ENV):
+        profiling.stop(path)

@@ -9,6 +9,7 @@ from pydantic import ValidationError as PydanticValidationError
 from orchestrator.client import run_workflow
 from orchestrator.core import registry
 from orchestrator.core.concurrency import ConcurrencySpec
+from orchestrator.core.explain import VALUE_HINTS
 from orchestrator.core.priorities import check_priority
 from orchestrator.core.rate_limits import RateLimitSpec
 from orchestrator.core.spec import RetrySpec, ScheduleSpec, StepSpec, WorkflowSpec
@@ -100,9 +101,16 @@ def _validated(model: Any, what: str, data: dict[str, Any], workflow: str = "") 
         return model.model_validate(data)
     except PydanticValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}{_hint(e)}"
+            for e in exc.errors()
         )
         raise ValidationError(workflow or "<python>", f"invalid {what}: {problems}") from exc
+
+
+def _hint(error: Any) -> str:
+    """What to write instead of a value of another tool's form (``core.explain.VALUE_HINTS``)."""
+    loc = error.get("loc") or ("",)
+    return VALUE_HINTS.get(str(loc[0]), "") if isinstance(error.get("input"), str) else ""
 
 
 class Workflow:

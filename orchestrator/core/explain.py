@@ -27,6 +27,15 @@ KEY_SYNONYMS = {
     "cron": "schedule",
 }
 
+# what to write instead, for a value of another tool's form (here: Celery's string rate limits)
+VALUE_HINTS = {
+    "rate_limit": (
+        "; a step's rate_limit is global, counted across every worker: "
+        "{key: ..., limit: ..., period: seconds}; Celery's per-worker rate limit such as "
+        "'10/m' goes on the task: @task(rate_limit='10/m')"
+    ),
+}
+
 
 def did_you_mean(word: str, known: Iterable[str], synonyms: Mapping[str, str] = {}) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``known``, or an empty string."""
@@ -66,7 +75,8 @@ def pydantic_problem(
     path = ".".join(str(p) for p in loc if not isinstance(p, int)) or "the document"
     if step is not None and loc[:1] == ("steps",):
         path = ".".join(str(p) for p in loc[2:]) or "the step"
-    return step, f"{path}: {error.get('msg', 'invalid')}{shown}"
+    hint = VALUE_HINTS.get(field, "") if isinstance(value, str) else ""
+    return step, f"{path}: {error.get('msg', 'invalid')}{shown}{hint}"
 
 
 def _step_id(loc: tuple[Any, ...], data: Mapping[str, Any]) -> str | None:

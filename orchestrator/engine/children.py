@@ -16,13 +16,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.codec import encode
-from orchestrator.core import registry
 from orchestrator.engine.failure import NotRetryable
 from orchestrator.engine.fanout import item_succeeded
 from orchestrator.engine.finish import succeeded
 from orchestrator.engine.hooks import end_parent_step
-from orchestrator.engine.submit import Submission, submit
-from orchestrator.errors import ValidationError
+from orchestrator.engine.submit import Submission, resolve, submit
+from orchestrator.errors import ValidationError, WorkflowNotFound
 from orchestrator.ports import RunHistory
 from orchestrator.records import RunRecord
 from orchestrator.status import RunStatus, StepStatus, Trigger
@@ -70,13 +69,21 @@ def _start(step: Step, inputs: Any) -> None:
             f"workflow {step.spec.name!r}, step {step.step_id!r}: the inputs of child workflow "
             f"{name!r} must be a dict, not a value of type {type(inputs).__name__}"
         )
+    try:
+        child = resolve(rt, name)
+    except WorkflowNotFound as exc:  # known where the run was submitted, not in this worker
+        raise ChildFailed(
+            f"workflow {step.spec.name!r}, step {step.step_id!r}: this worker cannot start "
+            f"child workflow {name!r}: {exc} (workers know the Python workflows of the modules "
+            "in their ORCHESTRATOR_TASK_MODULES); then `orchestrator retry` the run"
+        ) from exc
     step.record(StepStatus.RUNNING)
     record = rt.history.get_run(step.run_id)
     queue = {"queue": step.spec_step.queue} if step.spec_step.queue else {}
     try:
         child_id = submit(
             rt,
-            registry.get(name),
+            child,
             Submission(
                 inputs=inputs,
                 trigger=Trigger.CHILD,

@@ -55,7 +55,7 @@ from orchestrator.engine.services import Services
 from orchestrator.engine.sleeping import wake_due
 from orchestrator.errors import ServiceUnavailable
 from orchestrator.ops.queue_timeouts import expire_queued
-from orchestrator.ops.recovery import fan_out_busy, recover_run
+from orchestrator.ops.recovery import fan_out_busy, record_unrecorded, recover_run
 from orchestrator.ops.slots import may_publish, repair_slots
 from orchestrator.status import RunStatus, StepStatus
 
@@ -102,6 +102,7 @@ class Reconciler:
         self.rt.history.fold_metrics()  # keeps the metrics' delta table short
         return {
             "finished": self._finish_settled(),
+            "recorded": self._record_lagging(),
             "slots": repair_slots(self.rt),
             "published": self._publish_unpublished(),
             "republished": self._republish_late_retries(),
@@ -116,6 +117,25 @@ class Reconciler:
             self._each(run_id, self._finish, status)
             for run_id, status in self.rt.history.settled_runs()
         )
+
+    def _record_lagging(self) -> int:
+        """Runs whose output was written but that did not succeed: a step's success reached
+        Redis and its history died with its process (killed before its writer flushed; no copy
+        of its message comes back to record it). Record those steps from Redis; the run then
+        succeeds with the write."""
+        age = self.rt.settings.reconcile_interval
+        return sum(
+            self._each(run_id, self._record_steps)
+            for run_id in self.rt.history.output_written_runs(age)
+        )
+
+    def _record_steps(self, run_id: str) -> bool:
+        steps = self.rt.history.get_steps(run_id)
+        done = {s.step_id for s in steps if s.status in (StepStatus.SUCCEEDED, StepStatus.SKIPPED)}
+        found = record_unrecorded(self.rt, run_id, steps, dict.fromkeys(done))
+        if found:
+            log.warning("run %s: recorded %d step(s) whose history was lost", run_id, len(found))
+        return bool(found)
 
     def _finish(self, run_id: str, status: RunStatus) -> bool:
         output = self._output(run_id) if status == RunStatus.SUCCEEDED else None

@@ -54,7 +54,7 @@ def recover_run(rt: Services, run_id: str, reason: str) -> int | None:
     spec = WorkflowSpec.model_validate(data)
     done = {s.step_id: s.result for s in steps if s.status == StepStatus.SUCCEEDED}
     done.update({s.step_id: SKIPPED for s in steps if s.status == StepStatus.SKIPPED})
-    done.update(_unrecorded(rt, run_id, steps, done))
+    done.update(record_unrecorded(rt, run_id, steps, done))
     if len(done) == len(steps):
         return None  # every step is done: the next pass finishes the run
     attempts = {
@@ -106,7 +106,7 @@ def end_if_ended(rt: Services, run_id: str) -> bool:
     return True
 
 
-def _unrecorded(
+def record_unrecorded(
     rt: Services, run_id: str, steps: list[StepRecord], done: dict[str, Any]
 ) -> dict[str, Any]:
     """Steps that succeeded in Redis but whose history died with their process: record them."""

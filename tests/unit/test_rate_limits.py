@@ -154,6 +154,16 @@ def test_yaml_rate_limit_parses_and_a_typo_names_the_key() -> None:
         )
 
 
+def test_a_celery_rate_limit_string_on_a_step_says_where_it_goes() -> None:
+    # Celery's per-worker form belongs on the task; a step's limit is the global one
+    says = r"global.*@task\(rate_limit='10/m'\)"
+    with pytest.raises(ValidationError, match=says):
+        _ = Workflow("rl-celery").step("call", "tasks.x.call", rate_limit="10/m").spec
+    step = {"id": "call", "task": "t", "rate_limit": "10/m"}
+    with pytest.raises(ValidationError, match=says):
+        parse_spec({"name": "rl-celery", "steps": [step]})
+
+
 def test_a_key_expr_gives_one_key_per_tenant() -> None:
     rl = RateLimitSpec(key_expr="'openai-' + inputs.tenant", limit=1, period=1)
     assert resolve_key(rl, {"tenant": "acme"}) == "openai-acme"

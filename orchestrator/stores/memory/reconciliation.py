@@ -100,6 +100,17 @@ class Reconciliation:
             step.status, step.error, step.finished_at = StepStatus.FAILED, error, self.clock()
         return True
 
+    def output_written_runs(self, older_than: float, limit: int = 100) -> list[str]:
+        """Unfinished runs whose output was written over ``older_than`` seconds ago."""
+        with self.lock:
+            before = self._before(older_than)
+            found = [
+                r.id
+                for r in self.runs.values()
+                if not r.status.terminal and r.finished_at is not None and r.finished_at < before
+            ]
+        return found[:limit]
+
     def stalled_runs(self, older_than: float, limit: int = 100) -> list[str]:
         """Published, going runs with a pending step, nothing running or retrying, and no step
         start or end for ``older_than`` seconds."""

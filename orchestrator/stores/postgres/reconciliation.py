@@ -80,6 +80,15 @@ WHERE r.status IN ('pending', 'running')
 LIMIT :limit
 """)
 # No step started or ended for :age: the latest of published_at and every step's start and end
+# runs whose sinks reported (output and finished_at written) that have not succeeded: a step's
+# success reached Redis but its history died with its process (a worker killed before it wrote)
+OUTPUT_WRITTEN = text(f"""
+SELECT r.id FROM workflow_runs r
+WHERE r.status IN {SQL_RUNS_UNFINISHED} AND r.finished_at IS NOT NULL
+  AND r.finished_at < now() - make_interval(secs => :age)
+LIMIT :limit
+""")
+
 STALLED = text("""
 SELECT r.id FROM workflow_runs r
 WHERE r.status IN ('pending', 'running') AND r.published_at IS NOT NULL
@@ -146,6 +155,11 @@ class Reconciliation(Database):
                 .returning(TaskRun.id)
             ).first()
         return changed is not None
+
+    def output_written_runs(self, older_than: float, limit: int = 100) -> list[str]:
+        """Unfinished runs whose output was written over ``older_than`` seconds ago."""
+        rows = self._query(OUTPUT_WRITTEN, {"age": older_than, "limit": limit})
+        return [str(r[0]) for r in rows]
 
     def stalled_runs(self, older_than: float, limit: int = 100) -> list[str]:
         """Running runs with nothing running and no step start or end for ``older_than`` s."""

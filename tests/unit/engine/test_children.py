@@ -169,3 +169,28 @@ def test_a_failed_parent_cancels_its_child_that_has_not_ended(engine: Engine) ->
     assert run.status() == RunStatus.FAILED
     assert child.status() == RunStatus.CANCELLED
     assert any("parent run" in (detail or "") for _, kind, detail in child.events())
+
+
+def test_a_child_workflow_the_worker_does_not_know_fails_the_step_at_once(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a run submitted where the child workflow is registered
+    from orchestrator.core import registry
+
+    ghost = Workflow("child_ghost").step("bill", bill)
+    _ = ghost.spec
+    run = (
+        Workflow("child_unknown_here")
+        .step("bill", workflow=ghost)
+        .run({"customer": "x", "amount": 1}, app=engine.app)
+    )
+    # When the worker that takes the step has no such workflow (a Python workflow defined only
+    # in the submitting process)
+    monkeypatch.delitem(registry._workflows, "child_ghost")
+    engine.finish(run)
+    # Then the step fails for good at its first attempt, saying what to do
+    assert run.status() == RunStatus.FAILED
+    step = engine.steps(run)["bill"]
+    assert step.attempts == 1 and step.status == StepStatus.FAILED
+    assert "cannot start child workflow 'child_ghost'" in (step.error or "")
+    assert "ORCHESTRATOR_TASK_MODULES" in (step.error or "")

@@ -8,7 +8,7 @@ reconciler takes the fanned-out step for a lost one only once its fan-out is idl
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from orchestrator import Workflow, current_run, task
@@ -80,3 +80,35 @@ def test_a_fan_out_is_busy_while_its_items_move_or_are_queued(engine: Engine) ->
     # a step that did not fan out is never a busy fan-out
     assert not fan_out_busy(engine.rt, run.id, "list", lambda run_id: True)
     engine.worker.purge()
+
+
+def test_an_item_whose_history_died_with_its_worker_is_recorded_from_redis(
+    engine: Engine,
+) -> None:
+    from orchestrator.ops.reconciler import Reconciler
+
+    # Given a fan-out whose item 1 succeeded (its result reached Redis) in a process killed
+    # before its history writer flushed: that success never reaches PostgreSQL, and no copy of
+    # its message comes back to record it
+    submit = engine.rt.writer.submit
+
+    def killed_before_flush(event: Any) -> None:
+        lost = isinstance(event, StepEvent) and event.step_id == "work[1]"
+        if not (lost and event.status == StepStatus.SUCCEEDED):
+            submit(event)
+
+    engine.rt.writer.submit = killed_before_flush  # type: ignore[method-assign]
+    run = engine.start(FAN_OUT, {"count": 3})
+    engine.worker.run(lambda: run.record().finished_at is not None, timeout=10)
+    engine.rt.writer.submit = submit  # type: ignore[method-assign]
+    engine.rt.writer.flush(timeout=5)
+    # the run's output is written, but it cannot succeed: history says item 1 never ended
+    assert run.status() == RunStatus.RUNNING
+    # When a reconciler pass sees it a reconcile interval later
+    engine.history_ahead = timedelta(seconds=engine.rt.settings.reconcile_interval + 1)
+    assert Reconciler(engine.rt).pass_once()["recorded"] == 1
+    # Then the item is recorded from Redis and the run succeeds with every result
+    engine.rt.writer.flush(timeout=5)
+    assert engine.steps(run)["work[1]"].status == StepStatus.SUCCEEDED
+    assert run.status() == RunStatus.SUCCEEDED
+    assert run.wait() == [0, 2, 4]
