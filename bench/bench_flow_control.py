@@ -43,7 +43,6 @@ from bench.bench_canvas import (  # noqa: E402
     tasks_module,
     teardown_services,
 )
-from bench.bench_sleeping import MARKER  # noqa: E402
 
 # -- rate limits --------------------------------------------------------------------------------
 
@@ -211,11 +210,15 @@ BENCHES: dict[str, Callable[[Path], list[str]]] = {
 """Each section of this benchmark, by name: a function of a log directory -> report lines."""
 
 
+MARKER = "orchestrator:bench-db-held"
+"""Held on a Redis db while a benchmark uses it (expires after two hours)."""
+
+
 def use_own_services() -> None:
     """Run beside other benchmarks and test sessions: a Redis db above theirs (test sessions
-    claim and empty dbs 13, 12, ...; ``bench_canvas`` uses 12), held by the marker that
-    ``bench_sleeping`` also honours, and a database named for it; ``bench_canvas``'s helpers
-    read both names when called. Call :func:`hold` again after ``setup_services`` empties it."""
+    claim and empty dbs 13, 12, ...; ``bench_canvas`` uses 12), held by :data:`MARKER`, and a
+    database named for it; ``bench_canvas``'s helpers read both names when called. Call
+    :func:`hold` again after ``setup_services`` empties it."""
     import redis
 
     for db in (14, 15):

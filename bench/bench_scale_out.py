@@ -1,35 +1,39 @@
 """Scale-out across "hosts": workers in network namespaces of their own, one Redis and one
 PostgreSQL on a shared address; throughput with 1, 2 and 3 hosts, then one host killed mid-batch.
 
-Run as root from the project root: ``.venv/bin/python bench/bench_scale_out.py [--runs 200]``.
-It builds the network of ``bench/netns.py`` (bridge ``orchbr0`` at 10.77.0.1, host ``i`` in the
-namespace ``orch-bench-h<i>`` at 10.77.0.<10+i> with host name ``host<i>``), starts a Redis and a
-PostgreSQL of its own bound to 10.77.0.1 (``bench/bridge_servers.py``), and in each host one
-``celery -A orchestrator.worker worker -c 2 -n bench@%h`` importing ``bench.tasks``. This client
-runs outside the namespaces and reaches the servers at the same address as the workers.
+Run as root from the project root:
+``.venv/bin/python bench/bench_scale_out.py [--runs 200] [--repeat 3]``. It builds the network of
+``bench/netns.py`` (bridge ``orchbr0`` at 10.77.0.1, host ``i`` in the network namespace
+``orch-bench-h<i>`` at 10.77.0.<10+i>, with host name ``host<i>`` and a pid namespace of its own),
+starts a Redis and a PostgreSQL of its own bound to 10.77.0.1 (``bench/bridge_servers.py``), and
+in each host one ``celery -A orchestrator.worker worker -c 2 -n bench@%h`` importing
+``bench.tasks``. This client runs outside the namespaces and reaches the servers at the same
+address as the workers.
 
-1. Throughput: with 1, then 2, then 3 hosts (each phase adds a host), a batch of ``--runs`` runs
-   of a 10-step fan (``a -> b1..b8 -> z``, every step ``bench.tasks.noop``), submitted at once,
-   from the first submit until the last run's end is known; runs/s and steps/s. Every run is then
-   checked: succeeded, output ``None`` (``z``'s), 10 steps succeeded; and which host ran each step
-   (``attempt_log[].worker``).
+1. Throughput: with 1, then 2, then 3 hosts (each phase adds a host), ``--repeat`` batches (the
+   median is shown) of ``--runs`` runs of a 10-step fan (``a -> b1..b8 -> z``, every step
+   ``bench.tasks.noop``), submitted at once, from the first submit until the last run's end is
+   known; runs/s and steps/s. Every run is then checked: succeeded, output ``None`` (``z``'s),
+   10 steps succeeded; and which host ran each step (``attempt_log[].worker``).
 2. Kill: with 3 hosts, the same batch; once a quarter of it has ended, SIGKILL to host2's worker
    process group (main process and pool: no warm shutdown, leases not released, messages left
    unacknowledged). The other hosts' reconcilers recover host2's runs once their leases lapse.
    Reported: runs ended and succeeded (N/N), runs recovered (``RunRecord.recoveries``), time from
    the kill to the last run's end.
 
-Workers run with ``ORCHESTRATOR_LEASE_SECONDS=5`` and ``ORCHESTRATOR_RECONCILE_INTERVAL=1``
-(defaults 30 and 5) so that recovery takes seconds; recovery time is dominated by them.
+Workers run with ``ORCHESTRATOR_LEASE_SECONDS=5``, ``ORCHESTRATOR_RECONCILE_INTERVAL=1`` and
+``ORCHESTRATOR_STALL_TIMEOUT=30`` (defaults 30, 5 and 300) so that recovery takes seconds, not
+minutes; recovery time is set by them (the report names the reconciler's reason for each run).
 
 Single-host checks printed on the way: ``orchestrator workers`` run inside host1 (it lists every
 host's worker by ``name@host``, and host2 ``lost`` after the kill), and the holders of live step
 leases (``host:pid:token``) sampled from Redis.
 
 On a 2-core machine the hosts share the same two CPUs: more hosts add processes, not CPU, so
-steps/s cannot grow with hosts here; what the table shows is that throughput holds and every run is
-correct when work is spread over hosts and one of them dies. Everything (workers, servers,
-namespaces, veths, bridge, data) is removed at the end, also on Ctrl-C, SIGTERM or an error.
+steps/s cannot grow with hosts here (it falls: more processes contend for the same cores); what
+the table shows is that every run is correct when work is spread over hosts and one of them dies.
+Everything (workers, servers, namespaces, veths, bridge, data; the worker logs are kept) is
+removed at the end, also on Ctrl-C, SIGTERM or an error.
 """
 
 from __future__ import annotations
@@ -162,6 +166,23 @@ def check(handles: list[Any]) -> tuple[int, dict[str, int], dict[str, int]]:
     return len(handles), per_worker, recovered
 
 
+def recovery_detail(handles: list[Any]) -> list[str]:
+    """For each recovered run: the steps history held as done when it was recovered, and each
+    step that ran more than once or has no worker on record (what the kill cost)."""
+    lines = []
+    for handle in handles:
+        record = handle.record()
+        if not record.recoveries:
+            continue
+        done = [len(steps) for steps in record.recoveries]
+        lines.append(f"run {handle.id[:8]}: steps done in history at each recovery: {done}")
+        for step in handle.steps():
+            tries = [(a.attempt, str(a.status), a.worker) for a in step.attempt_log]
+            if len(tries) != 1 or tries[0][2] is None:
+                lines.append(f"  step {step.step_id}: attempts {tries}")
+    return lines
+
+
 def workers_listing(net: Network, env: dict[str, str]) -> str:
     """``orchestrator workers`` as host1 sees it."""
     cmd = net.argv(1, [sys.executable, "-m", "orchestrator.cli", "workers"])
@@ -220,6 +241,7 @@ def kill_phase(
     ends = [r.finished_at.timestamp() - killed_wall for r in records if r.recoveries]
     listing = workers_listing(net, env)
     return {
+        "detail": recovery_detail(handles),
         "correct": correct,
         "recovered": recovered,
         "recover": recover,
@@ -252,6 +274,7 @@ def print_report(rows: list[dict[str, Any]], kill: dict[str, Any], runs: int, re
         f" {kill['recover']:.1f}s after it (lease 5 s, reconcile every 1 s, stall timeout"
         f" {STALL_TIMEOUT} s)\n  steps per host: {share}"
     )
+    print("  " + "\n  ".join(kill["detail"]))
     print(f"\n`orchestrator workers` run in host1 after the kill:\n{kill['workers']}")
     if (os.cpu_count() or 1) <= HOSTS:
         print(
@@ -302,7 +325,6 @@ def main(argv: list[str] | None = None) -> int:
         print(workers_listing(net, env))
         kill = kill_phase(spec, runs, workers[KILLED - 1], net, env, servers.redis_url)
         print_report(rows, kill, runs, repeat)
-        print(f"\nworker logs: {logs}")
         return 0
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
@@ -315,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             servers.stop()
         net.destroy()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        print(f"\nworker logs (kept): {logs}")
 
 
 if __name__ == "__main__":
