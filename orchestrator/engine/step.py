@@ -15,9 +15,7 @@ One Redis round trip before the call and one after; history goes to the batched 
 from __future__ import annotations
 
 import logging
-import os
 import traceback as tb
-import uuid
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from celery.exceptions import Ignore
@@ -50,7 +48,7 @@ from orchestrator.engine.finish import (
     succeeded,
     undeliverable,
 )
-from orchestrator.engine.leases import holder_is_dead
+from orchestrator.engine.leases import holder_is_dead, lease_owner
 from orchestrator.engine.queue_timeouts import received
 from orchestrator.engine.rate_limits import Counted, give_back, take_start
 from orchestrator.engine.run_context import SharedContext
@@ -90,7 +88,7 @@ class Step:
         self.attempt = int(ctx.get("attempt", 1))
         self.run_priority: int | None = ctx.get("priority")  # for the segments it publishes
         self.policy = effective_policy(task, self.spec_step)
-        self.owner = f"{task.request.hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = lease_owner(task.request.hostname)
 
     def execute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if "publish_from" in self.ctx:

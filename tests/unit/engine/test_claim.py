@@ -7,6 +7,7 @@ import sys
 import time
 
 from orchestrator.engine.canvas import CanvasBuilder
+from orchestrator.engine.leases import WORKER_TAG
 from orchestrator.engine.services import PlanKey
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.testing.inline import HOSTNAME
@@ -56,7 +57,9 @@ def test_a_step_held_by_a_dead_pool_process_of_this_host_is_taken_over(engine: E
         text=True,
     )
     run = engine.start(CHAIN, {"start": 1})
-    engine.state.claim(run.id, "a", 1, f"{HOSTNAME}:{done.stdout.strip()}:dead", 30_000, [])
+    engine.state.claim(
+        run.id, "a", 1, f"{HOSTNAME}:{done.stdout.strip()}:{WORKER_TAG}-dead", 30_000, []
+    )
     # When its message is delivered again
     engine.take()["a"].execute()
     # Then this delivery takes the lease over and runs the step, its second delivery
