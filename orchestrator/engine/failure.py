@@ -17,7 +17,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Retry
 
-from orchestrator.engine.canvas import CTX_KEY
+from orchestrator.engine.canvas import CTX_KEY, record_id
 from orchestrator.engine.services import Services
 from orchestrator.records import RunFinal
 from orchestrator.status import RunStatus
@@ -82,7 +82,8 @@ def schedule_retry(
     kwargs = {**(request.kwargs or {}), CTX_KEY: {**ctx, "attempt": attempt}}
     sig = task.signature_from_request(request, request.args, kwargs, retries=request.retries + 1)
     due = time.time() + delay
-    rt.state.expect_retry(ctx["run_id"], ctx["step_id"], attempt, dict(sig), due)
+    step_id = record_id(ctx)  # an item's attempts are its own, not its for_each step's
+    rt.state.expect_retry(ctx["run_id"], step_id, attempt, dict(sig), due)
     try:
         if delay < rt.longest_broker_delay:
             try:
@@ -95,7 +96,7 @@ def schedule_retry(
         log.warning(
             "attempt %d of step %r not published now (%s); the reconciler will publish it",
             attempt,
-            ctx["step_id"],
+            step_id,
             publish_error,
         )
     raise Retry(exc=exc, when=datetime.fromtimestamp(due, UTC))

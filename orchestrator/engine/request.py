@@ -19,7 +19,7 @@ from celery.exceptions import Retry, TimeLimitExceeded
 from celery.worker.request import Request
 from celery.worker.state import task_ready
 
-from orchestrator.engine.canvas import CTX_KEY
+from orchestrator.engine.canvas import CTX_KEY, record_id
 from orchestrator.engine.services import services_of
 from orchestrator.engine.step import Step
 
@@ -94,7 +94,7 @@ def hard_timeout(task: Task, ctx: dict[str, Any], request: Request, timeout: flo
         }
     )
     try:
-        if services_of(task.app).state.stored(ctx["run_id"], [ctx["step_id"]]):
+        if services_of(task.app).state.stored(ctx["run_id"], [record_id(ctx)]):
             # it finished as the limit struck: a copy of the message finds it done and moves
             # the canvas on (a claim never runs it again)
             task.signature_from_request().apply_async()

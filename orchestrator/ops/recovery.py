@@ -7,10 +7,11 @@ PostgreSQL, is ended instead; a run with a step still running elsewhere (a live 
 recovered moments ago, is left alone.
 
 A ``for_each`` step that fanned out holds no lease while its items run (each item holds its
-own): its items that did not end are published again (:func:`republish_items`: lost with a
-worker mid-item, reserved by it, or never published because the batch message publishing them
-died), and the reconciler takes the step for a lost one only once its fan-out made no progress
-for a lease period with nothing queued (:func:`fan_out_busy`).
+own): its items that did not end are published again at their current attempt
+(:func:`republish_items`: lost with a worker mid-item, reserved by it, or never published
+because the batch message publishing them died), and the reconciler takes the step for a lost
+one only once its fan-out made no progress for a lease period with nothing queued
+(:func:`fan_out_busy`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from orchestrator.records import StepEvent, StepRecord
 from orchestrator.status import RunStatus, StepStatus
 
 log = logging.getLogger("orchestrator.recovery")
+UNENDED = (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.RETRYING)
 
 
 def recover_run(rt: Services, run_id: str, reason: str) -> int | None:
@@ -57,11 +59,7 @@ def recover_run(rt: Services, run_id: str, reason: str) -> int | None:
     done.update(record_unrecorded(rt, run_id, steps, done))
     if len(done) == len(steps):
         return None  # every step is done: the next pass finishes the run
-    attempts = {
-        s.step_id: max(1, s.attempts) + (s.status == StepStatus.RETRYING)
-        for s in steps
-        if s.status in (StepStatus.RUNNING, StepStatus.RETRYING)
-    }
+    attempts = current_attempts(rt, run_id, steps)
     epoch = rt.history.add_recovery(run_id, list(done))
     plan = build_plan(spec, frozenset(done))
     rt.remember(PlanKey(spec.version, run_id, epoch), spec, plan)
@@ -78,7 +76,7 @@ def recover_run(rt: Services, run_id: str, reason: str) -> int | None:
     )
     for segment in plan.start:  # a broker error raises: the next pass tries again
         builder.publish(segment)
-    republish_items(rt, builder, spec, steps)
+    republish_items(rt, builder, spec, steps, attempts)
     rt.history.mark_published(run_id)
     rt.history.add_event(run_id, "recovered", f"epoch {epoch}: {reason}")
     log.warning("run %s recovered (epoch %d): %s", run_id, epoch, reason)
@@ -129,6 +127,20 @@ def record_unrecorded(
     return found
 
 
+def current_attempts(rt: Services, run_id: str, steps: list[StepRecord]) -> dict[str, int]:
+    """The attempt to publish of each step that started: history's, or Redis's when a retry
+    was noted there but its history died with its process (a message of an earlier attempt is
+    stale: it would be ignored, and the run never end)."""
+    attempts = {
+        s.step_id: max(1, s.attempts) + (s.status == StepStatus.RETRYING)
+        for s in steps
+        if s.status in (StepStatus.RUNNING, StepStatus.RETRYING)
+    }
+    for step_id, attempt in rt.state.current_attempts(run_id).items():
+        attempts[step_id] = max(attempts.get(step_id, 1), attempt)
+    return attempts
+
+
 def recovery_grace(rt: Services) -> float:
     """How long after a recovery a run is left alone (its messages still being claimed)."""
     return 2 * rt.settings.lease_seconds + 2 * rt.settings.reconcile_interval
@@ -140,10 +152,15 @@ def _items(steps: list[StepRecord], step_id: str) -> list[StepRecord]:
 
 
 def republish_items(
-    rt: Services, builder: CanvasBuilder, spec: WorkflowSpec, steps: list[StepRecord]
+    rt: Services,
+    builder: CanvasBuilder,
+    spec: WorkflowSpec,
+    steps: list[StepRecord],
+    attempts: dict[str, int],
 ) -> int:
     """Publish again the items of fanned-out ``for_each`` steps that neither ended nor run
-    elsewhere (a live lease); a copy of one that is still queued finds it done (its claim)."""
+    elsewhere (a live lease), at their current attempt (``attempts``); a copy of one that is
+    still queued finds it done (its claim)."""
     run_id, published = builder.run_id, 0
     by_id = {s.step_id: s for s in steps}
     for step in spec.steps:
@@ -152,12 +169,14 @@ def republish_items(
         if row is None or row.status != StepStatus.RUNNING or not items:
             continue
         for index in range(len(items)):
-            item = by_id.get(item_id(step.id, index))
-            attempt = max(1, item.attempts) if item is not None else 1
-            if item is not None and item.status not in (StepStatus.PENDING, StepStatus.RUNNING):
+            name = item_id(step.id, index)
+            item, attempt = by_id.get(name), attempts.get(name, 1)
+            if item is not None and item.status not in UNENDED:
                 continue
-            if rt.state.lease_alive(run_id, item_id(step.id, index), attempt):
+            if rt.state.lease_alive(run_id, name, attempt):
                 continue
+            if rt.state.expected_retry(run_id, name, attempt) is not None:
+                continue  # its next attempt is on its way; if lost, the reconciler sends it
             signature = builder.item(step.id, index, len(items))
             if attempt > 1:
                 signature.kwargs[CTX_KEY]["attempt"] = attempt

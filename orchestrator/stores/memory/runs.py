@@ -205,6 +205,12 @@ class MemoryRunState:
             raw = self._runs[run_id].retries.get((step_id, attempt))
         return None if raw is None else dict(decode(raw))
 
+    def current_attempts(self, run_id: str) -> dict[str, int]:
+        """The current attempt of each step that was retried."""
+        with self._lock:
+            run = self._runs.get(run_id)
+            return dict(run.attempts) if run is not None else {}
+
     # -- the run's control flag and end
 
     def fail(self, run_id: str, step_id: str | None, error: str) -> None:

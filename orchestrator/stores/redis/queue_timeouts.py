@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import redis
 
+from orchestrator.stores.redis.run_keys import text
+
 KEY = "orch:queue-timeouts"
 
 
@@ -28,11 +30,7 @@ class QueueTimeouts:
         found: list[tuple[bytes, float]] = self.client.zrangebyscore(  # type: ignore[assignment]
             KEY, "-inf", now, start=0, num=limit, withscores=True
         )
-        return [(_text(m), float(at)) for m, at in found]
+        return [(text(m), float(at)) for m, at in found]
 
     def take(self, member: str) -> bool:
         return bool(self.client.zrem(KEY, member))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

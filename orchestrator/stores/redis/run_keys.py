@@ -12,6 +12,11 @@ SINKS = "sinks"
 """The join set that counts the run's finished sinks."""
 
 
+def text(value: bytes | str) -> str:
+    """A string Redis replied with (bytes, unless the client decodes replies)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def key(run_id: str, part: str) -> str:
     """The key of ``part`` of the run: ``ctl``, ``res``, ``deliveries``, ``join:<step>``..."""
     return f"orch:{{{run_id}}}:{part}"

@@ -33,6 +33,7 @@ from orchestrator.stores.redis.run_keys import (
     key,
     lease_key,
     retry_key,
+    text,
 )
 
 
@@ -179,6 +180,12 @@ class RunState:
         noted."""
         raw = self.client.get(retry_key(run_id, step_id, attempt))
         return None if raw is None else dict(decode(raw))
+
+    def current_attempts(self, run_id: str) -> dict[str, int]:
+        """The current attempt of each step that was retried (``expect_retry``): a message of
+        an earlier attempt is stale, so recovery publishes this one."""
+        raw = self.client.hgetall(key(run_id, "attempt"))
+        return {text(k): int(v) for k, v in raw.items()}
 
     def end(self, run_id: str, status: str) -> None:
         """The run ended: free its counters; keep the flag so late messages of the run stand

@@ -19,6 +19,7 @@ from typing import cast
 import redis
 
 from orchestrator.core.concurrency import Admission
+from orchestrator.stores.redis.run_keys import text
 
 PREFIX = "orch:cc:"
 
@@ -104,10 +105,6 @@ return 1
 )
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class RedisSlots:
     """Concurrency slots shared by every process and host through Redis."""
 
@@ -126,9 +123,9 @@ class RedisSlots:
     def acquire(self, slot: str, run_id: str, limit: int, on_limit: str) -> Admission:
         reply = self._acquire(keys=self._keys(slot), args=[run_id, limit, on_limit, slot])
         evicted = int(reply[3])
-        rest = [_text(r) for r in reply[4:]]
+        rest = [text(r) for r in reply[4:]]
         return Admission(
-            outcome=_text(reply[0]),
+            outcome=text(reply[0]),
             position=int(reply[1]),
             held=int(reply[2]),
             evicted=tuple(rest[:evicted]),
@@ -136,7 +133,7 @@ class RedisSlots:
         )
 
     def release(self, slot: str, run_id: str) -> list[str]:
-        return [_text(r) for r in self._release(keys=self._keys(slot), args=[run_id, slot])]
+        return [text(r) for r in self._release(keys=self._keys(slot), args=[run_id, slot])]
 
     def hold(self, slot: str, run_id: str, limit: int) -> None:
         self._hold(keys=self._keys(slot), args=[run_id, limit, slot])
@@ -159,15 +156,15 @@ class RedisSlots:
         pipe.zrange(held, 0, -1)
         pipe.zrange(wait, 0, -1)
         holders, waiting = pipe.execute()
-        return [_text(r) for r in holders], [_text(r) for r in waiting]
+        return [text(r) for r in holders], [text(r) for r in waiting]
 
     def held_since(self, slot: str, before: float) -> list[str]:
         held = self._keys(slot)[0]
         found = self.client.zrangebyscore(held, "-inf", f"({before}")
-        return [_text(cast(bytes, r)) for r in found]
+        return [text(cast(bytes, r)) for r in found]
 
     def slots(self) -> list[str]:
-        return sorted(_text(s) for s in self.client.smembers(self._index))
+        return sorted(text(s) for s in self.client.smembers(self._index))
 
     def intact(self) -> bool:
         return bool(self.client.exists(self._intact))

@@ -42,6 +42,26 @@ def test_a_step_whose_worker_died_runs_again_once_its_lease_lapsed(engine: Engin
     assert [kind for _, kind, _ in run.events()] == ["recovered"]
 
 
+def test_a_step_whose_worker_died_after_noting_its_retry_runs_that_attempt(
+    engine: Engine,
+) -> None:
+    # Given a step whose worker noted its next attempt in run state (attempt 2 is the current
+    # one) and died before publishing it and before its history saw anything but "running"
+    run = engine.start(CHAIN, {"start": 1})
+    engine.take()["a"].execute()
+    engine.take()
+    _died_running(engine, run.id, "b")
+    engine.state.expect_retry(run.id, "b", 2, {}, 0.0)
+    engine.rt.writer.flush(timeout=5)
+    # When its lease has lapsed and the run is recovered
+    engine.state_clock.advance(31)
+    assert recover_run(engine.rt, run.id, "a step's worker died") == 1
+    engine.finish(run)
+    # Then attempt 2 ran (a copy of attempt 1 is stale and would be ignored forever)
+    assert run.wait() == 3
+    assert calls(run) == [("a", 1), ("b", 2), ("c", 1)]
+
+
 def test_a_success_only_run_state_saw_is_recorded_and_kept(engine: Engine) -> None:
     # Given a step whose result reached run state, but whose process died before its history
     run = engine.start(CHAIN, {"start": 1})

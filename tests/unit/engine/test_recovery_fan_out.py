@@ -11,7 +11,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from orchestrator import Workflow, current_run, task
+from orchestrator import Workflow, current_run, retry, task
 from orchestrator.ops.recovery import fan_out_busy, recover_run
 from orchestrator.records import StepEvent
 from orchestrator.status import RunStatus, StepStatus
@@ -31,7 +31,21 @@ def double(n: int) -> int:
     return n * 2
 
 
+@task
+@retry(max_attempts=3, base_delay=5.0, jitter=False)
+def double_once_refused(n: int) -> int:
+    if n == 1 and current_run.attempt == 1:
+        raise ConnectionError("item 1 refused at its first attempt")
+    DONE[f"{current_run.step_id}:{current_run.attempt}"] += 1
+    return n * 2
+
+
 FAN_OUT = Workflow("recovery_fan_out").step("list", numbers).step("work", double, for_each="list")
+RETRIED_FAN_OUT = (
+    Workflow("recovery_retried_fan_out")
+    .step("list", numbers)
+    .step("work", double_once_refused, for_each="list")
+)
 
 
 def _item(request: Any) -> int | None:
@@ -112,3 +126,46 @@ def test_an_item_whose_history_died_with_its_worker_is_recorded_from_redis(
     assert engine.steps(run)["work[1]"].status == StepStatus.SUCCEEDED
     assert run.status() == RunStatus.SUCCEEDED
     assert run.wait() == [0, 2, 4]
+
+
+def test_an_item_retry_is_noted_under_the_item_not_its_for_each_step(engine: Engine) -> None:
+    # Given a fan-out whose item 1 fails its first attempt
+    run = engine.start(RETRIED_FAN_OUT, {"count": 2})
+    engine.take()["list"].execute()
+    engine.take()["work"].execute()
+    items = {_item(r): r for r in engine.worker.take() if _item(r) is not None}
+    items[0].execute()
+    items[1].execute()
+    # Then its next attempt is noted as the item's (the reconciler finds it there), and the
+    # for_each step's own attempt is untouched (a copy of its message is not stale)
+    assert engine.state.expected_retry(run.id, "work[1]", 2) is not None
+    assert engine.state.current_attempts(run.id) == {"work[1]": 2}
+    engine.finish(run)
+    assert run.wait() == [0, 2]
+
+
+def test_an_item_whose_retry_died_with_its_worker_is_published_at_its_current_attempt(
+    engine: Engine,
+) -> None:
+    DONE.clear()
+    # Given a fan-out whose item 1 failed its first attempt; its second attempt's message was
+    # claimed by a worker that was killed before recording it (history still says retrying
+    # after attempt 1; Redis knows attempt 2 is the current one)
+    run = engine.start(RETRIED_FAN_OUT, {"count": 3})
+    engine.take()["list"].execute()
+    engine.take()["work"].execute()
+    items = {_item(r): r for r in engine.worker.take() if _item(r) is not None}
+    for index in (0, 1, 2):
+        items[index].execute()
+    engine.worker.purge()  # attempt 2's message, lost with the killed worker
+    engine.state.claim(run.id, "work[1]", 2, "gone@host:1:x", 30_000, ["work[1].in"])
+    engine.rt.writer.flush(timeout=5)
+    assert engine.steps(run)["work[1]"].status == StepStatus.RETRYING
+    # When its lease lapsed and the run is recovered
+    engine.state_clock.advance(31)
+    assert recover_run(engine.rt, run.id, "attempt 2 of step 'work[1]' was lost") == 1
+    engine.finish(run)
+    # Then item 1 ran its second attempt once (a copy at attempt 1 would be stale, ignored
+    # forever) and the run succeeded
+    assert run.wait() == [0, 2, 4]
+    assert DONE == {"work[0]:1": 1, "work[1]:2": 1, "work[2]:1": 1}
