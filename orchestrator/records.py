@@ -44,6 +44,7 @@ class NewRun:
     done_steps: list[str] = field(default_factory=list)
     parent_step_id: str | None = None
     priority: int | None = None
+    published: bool = False  # recorded as published: its submitter publishes it at once
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,20 @@ class RunFinal:
     output: Any = None
     error: str | None = None
     error_step: str | None = None
+    settled: tuple[Settled, ...] = ()
+    """A success's steps as Redis has them: rows that other processes' writers have not yet
+    written are written with the end, so the run succeeds without waiting for them."""
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A step of a succeeded run as its run state in Redis knows it: its encoded result (or
+    ``skipped``) and its current attempt."""
+
+    step_id: str
+    result: str
+    attempt: int
+    skipped: bool = False
 
 
 @dataclass(frozen=True)

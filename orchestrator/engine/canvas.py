@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from celery import Celery, chain, chord, group
+from celery.backends.redis import RedisBackend
 from celery.canvas import Signature
 
 from orchestrator.core.planner import Plan, Segment
@@ -83,6 +84,7 @@ class CanvasBuilder:
         self._steps = {s.id: s for s in spec.steps}
         self.priority = priority  # the run's; rides in each step's context to later segments
         self._reverse = reversed_by(app.conf.broker_url)
+        self._ignore_results = isinstance(app.backend, RedisBackend)
 
     def context(self, step_id: str) -> dict[str, Any]:
         ctx: dict[str, Any] = {
@@ -105,9 +107,19 @@ class CanvasBuilder:
         return ctx
 
     def options(self, step: StepSpec) -> dict[str, Any]:
-        """The step's Celery options with its priority, as its broker reads priorities."""
+        """The step's Celery options with its priority, as its broker reads priorities.
+
+        On a Redis result backend, a step message keeps no Celery result and no ``STARTED``
+        state (``ignore_result``): history has the step's ``running`` and ``succeeded``, and the
+        run's hash in Redis its result, which is what joins, dependents and recovery read;
+        Redis counts a chord's header tasks natively, results or not. Other backends join a
+        chord by reading its header's results, so there they are kept."""
         priority = effective(step.priority, self.priority)
-        return {**step_options(step), "priority": broker_priority(priority, self._reverse)}
+        return {
+            **step_options(step),
+            "priority": broker_priority(priority, self._reverse),
+            "ignore_result": self._ignore_results,
+        }
 
     def signature(self, step_id: str) -> Signature:
         step = self._steps[step_id]

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import Ignore
 
-from orchestrator.codec import Encoded, encode
-from orchestrator.engine.canvas import CanvasBuilder
+from orchestrator.codec import Encoded, decode, encode
+from orchestrator.engine.canvas import CanvasBuilder, item_id
 from orchestrator.engine.conditions import SKIPPED, is_skipped
 from orchestrator.engine.failure import fail_run, now
-from orchestrator.records import DeadLetterEvent, RunFinal, SkipSteps
+from orchestrator.records import DeadLetterEvent, RunFinal, Settled, SkipSteps
 from orchestrator.status import RunStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -72,13 +72,16 @@ def already_done(step: Step, result: Any) -> Any:
     """A redelivered step that had succeeded: finish what its first delivery may not have.
 
     Its process may have died after the result reached Redis but before its history was
-    written, or (when Celery has no result for it) before the canvas moved on.
+    written, or before what follows it saw its success: then (no step it leads to was
+    delivered yet) its joins are counted again and it returns, so that Celery moves its canvas
+    on (a chord counts each header task once). Step messages keep no Celery result, so this is
+    read from the run's state, not from Celery's backend.
     """
     if is_skipped(result):
         _record_skip(step, "skipped")
     else:
         step.record(StepStatus.SUCCEEDED, result=result)
-    if step.task.AsyncResult(step.task.request.id).state != "SUCCESS":
+    if not step.rt.state.reached(step.run_id, list(step.plan.children.get(step.step_id, ()))):
         succeeded(step, result, encode(result), recheck=True)
         return result
     if step.info.sink:
@@ -91,11 +94,46 @@ def already_done(step: Step, result: Any) -> Any:
 
 
 def finish_run(step: Step) -> None:
-    """The run's last sink succeeded: the run ends with the sinks' output."""
-    sinks = step.spec.sinks
-    values = [None if is_skipped(v) else v for v in step.rt.state.results(step.run_id, sinks)]
+    """The run's last sink succeeded: the run ends with the sinks' output.
+
+    The end carries every step's outcome as Redis has it (:func:`settled`): the steps that
+    other pool processes ran may still wait in their writers' batches, and the run succeeds in
+    history (and its waiters hear of it) when this end is written, not a flush window later."""
+    sinks, steps = step.spec.sinks, [s.id for s in step.spec.steps]
+    asked = steps if len(steps) <= SETTLED_LIMIT else sinks
+    found, attempts = step.rt.state.outcomes(step.run_id, asked)
+    values = [decode(found[s]) if s in found else None for s in sinks]
+    values = [None if is_skipped(v) else v for v in values]
     output = values[0] if len(sinks) == 1 else dict(zip(sinks, values, strict=True))
-    step.rt.writer.submit(RunFinal(step.run_id, RunStatus.SUCCEEDED, now(), output=output))
+    ended = settled(step, found, attempts)
+    step.rt.writer.submit(RunFinal(step.run_id, RunStatus.SUCCEEDED, now(), output, settled=ended))
+
+
+SETTLED_LIMIT = 1000
+"""Most step and item rows a run's end writes from Redis (a bigger run's rows are its writers')."""
+SKIPPED_ENCODED = encode(SKIPPED)
+
+
+def settled(step: Step, found: dict[str, str], attempts: dict[str, int]) -> tuple[Settled, ...]:
+    """The outcome of each step of the run, and of each item of its ``for_each`` steps (the
+    items of the mapped step's list), as Redis has them; none past :data:`SETTLED_LIMIT`."""
+    if len(step.spec.steps) > SETTLED_LIMIT:
+        return ()
+    out: list[Settled] = []
+    for spec_step in step.spec.steps:
+        encoded = found.get(spec_step.id)
+        if encoded is None:
+            continue
+        skipped = encoded == SKIPPED_ENCODED
+        out.append(Settled(spec_step.id, encoded, attempts.get(spec_step.id, 1), skipped))
+        items = decode(encoded) if spec_step.for_each and not skipped else None
+        if isinstance(items, list):
+            if len(out) + len(items) > SETTLED_LIMIT:
+                return ()
+            for index, item in enumerate(items):
+                name = item_id(spec_step.id, index)
+                out.append(Settled(name, encode(item), attempts.get(name, 1)))
+    return tuple(out)
 
 
 def builder_of(step: Step) -> CanvasBuilder:

@@ -97,6 +97,12 @@ def _note(key: str, **fields: Any) -> None:
 
 
 @task
+def whoami(*args: Any, key: str) -> None:
+    """Notes the step and the Celery task id it ran under."""
+    _note(key, step=current_run.step_id, task_id=current_run.task_id)
+
+
+@task
 @retry(max_attempts=4, base_delay=1.0, backoff=2.0, jitter=False, on=(ConnectionError,))
 def flaky(key: str, succeed_on: int = 3) -> int:
     """Fails with ConnectionError until attempt ``succeed_on``."""

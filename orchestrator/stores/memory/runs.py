@@ -52,6 +52,7 @@ class MemoryRunState:
         self._lock = threading.RLock()
         self._done = threading.Condition(self._lock)
         self._announced: dict[str, int] = defaultdict(int)
+        self._publishing: dict[str, float] = {}  # run id -> when noted (``begin_run``)
 
     def ping(self) -> None:
         """Always reachable."""
@@ -182,6 +183,19 @@ class MemoryRunState:
         with self._lock:
             found = self._runs[run_id].results
             return {s: decode(found[s]) for s in steps if s in found}
+
+    def outcomes(self, run_id: str, steps: list[str]) -> tuple[dict[str, str], dict[str, int]]:
+        """The encoded results of those ``steps`` that have one, and the current attempt of
+        every step (or item) that was retried."""
+        with self._lock:
+            run = self._runs[run_id]
+            return {s: run.results[s] for s in steps if s in run.results}, dict(run.attempts)
+
+    def reached(self, run_id: str, steps: list[str]) -> bool:
+        """Whether each of ``steps`` was delivered at its first attempt or has a result."""
+        with self._lock:
+            run = self._runs[run_id]
+            return all(s in run.results or f"{s}:1" in run.deliveries for s in steps)
 
     def inputs(self, run_id: str) -> dict[str, Any]:
         with self._lock:
@@ -317,3 +331,31 @@ class MemoryRunState:
 
     def _news(self, run_id: str, seen: int) -> bool:
         return self._announced[run_id] != seen
+
+    # -- submit: the first call to Redis, and the runs being published (``engine.submit``)
+
+    def begin_run(
+        self,
+        run_id: str,
+        inputs: dict[str, Any],
+        results: dict[str, Any],
+        done_sinks: tuple[str, ...] | list[str] = (),
+        publishing: bool = False,
+    ) -> None:
+        """``init_run``, and with ``publishing`` a note that the run is being published until
+        ``confirm_published``."""
+        with self._lock:
+            self.init_run(run_id, inputs, results, done_sinks)
+            if publishing:
+                self._publishing[run_id] = self.clock()
+
+    def confirm_published(self, run_id: str) -> None:
+        with self._lock:
+            self._publishing.pop(run_id, None)
+
+    def unconfirmed_runs(self, older_than: float, limit: int = 100) -> list[str]:
+        """Runs noted as being published over ``older_than`` seconds ago, oldest first."""
+        cutoff = self.clock() - older_than
+        with self._lock:
+            noted = sorted((at, run_id) for run_id, at in self._publishing.items() if at <= cutoff)
+        return [run_id for _, run_id in noted[:limit]]

@@ -21,6 +21,7 @@ from orchestrator.records import (
     Ended,
     Event,
     RunFinal,
+    Settled,
     SkipSteps,
     StepEvent,
 )
@@ -97,7 +98,7 @@ def _moves(step: StepRow, status: StepStatus) -> bool:
     """Whether a step's row takes ``status`` (the condition of the PostgreSQL update)."""
     return (
         not step.status.terminal
-        or (step.status == status and step.finished_at is None)
+        or (step.status == status and (step.finished_at is None or status == StepStatus.SUCCEEDED))
         or (
             step.status in (StepStatus.SKIPPED, StepStatus.CANCELLED)
             and status in (StepStatus.SUCCEEDED, StepStatus.FAILED)
@@ -124,6 +125,10 @@ def _final(row: RunRow, final: RunFinal) -> list[Ended]:
     if final.status == RunStatus.SUCCEEDED:
         if not row.ended:
             row.output, row.finished_at = stored(final.output), final.at
+        for settled in final.settled:  # rows other writers have not written yet
+            step = row.steps.get(settled.step_id)
+            if step is not None and not step.status.terminal:
+                _settle(step, settled, final.at)
         return _succeeded(row)
     ended: list[Ended] = []
     if not row.ended:
@@ -134,6 +139,16 @@ def _final(row: RunRow, final: RunFinal) -> list[Ended]:
         for step in row.waiting():
             step.end(StepStatus.SKIPPED, final.at, final.error)
     return ended
+
+
+def _settle(step: StepRow, settled: Settled, at: datetime) -> None:
+    """A step's row as its run's end found it in Redis (the condition of ``_SETTLE``)."""
+    step.attempts = max(step.attempts, settled.attempt)
+    step.finished_at = step.finished_at or at
+    if settled.skipped:
+        step.status = StepStatus.SKIPPED
+    else:
+        step.status, step.result, step.error = StepStatus.SUCCEEDED, settled.result, None
 
 
 def _succeeded(row: RunRow) -> list[Ended]:

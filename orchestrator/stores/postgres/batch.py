@@ -53,12 +53,14 @@ UPDATE task_runs t SET status = v.status,
 FROM {_ROWS}
 WHERE t.run_id = v.run_id AND t.step_id = v.step_id AND t.attempts <= v.attempt
   AND (t.status NOT IN {SQL_STEPS_ENDED}
-       OR (t.status = v.status AND t.finished_at IS NULL)
+       OR (t.status = v.status AND (t.finished_at IS NULL OR v.status = 'succeeded'))
        OR (t.status IN {SQL_STEPS_PRESUMED} AND v.status IN ('succeeded', 'failed')))
 """)
-# The last line: a step skipped or cancelled when its run ended (presumed not started: its
-# events were not yet written) that did run records its real outcome, a late success with its
-# result (the run keeps its status; a retry inherits the step); it never moves back to running.
+# The third line: a success settled from Redis by the run's end (``_SETTLE``) takes its own
+# process's event when that arrives (its real start and end). The last line: a step skipped or
+# cancelled when its run ended (presumed not started: its events were not yet written) that
+# did run records its real outcome, a late success with its result (the run keeps its status; a
+# retry inherits the step); it never moves back to running.
 _ATTEMPT = text(f"""
 INSERT INTO task_attempts (task_run_id, attempt, status, worker, error, traceback,
                            started_at, finished_at)
@@ -97,6 +99,19 @@ WHERE r.id = t.run_id AND t.run_id = CAST(:run_id AS UUID) AND r.status = 'faile
 _OUTPUT = text(f"""
 UPDATE workflow_runs SET output = CAST(:output AS JSONB), finished_at = :at
 WHERE id = CAST(:run_id AS UUID) AND status NOT IN {SQL_RUNS_ENDED}
+""")
+# A succeeded run's end writes the rows of its steps that other processes' writers have not
+# yet written, from the run's state in Redis (``RunFinal.settled``); their own events follow.
+_SETTLE = text(f"""
+UPDATE task_runs t SET status = CASE WHEN v.skipped THEN 'skipped' ELSE 'succeeded' END,
+    attempts = GREATEST(t.attempts, v.attempt),
+    result = CASE WHEN v.skipped THEN t.result ELSE v.result END,
+    finished_at = COALESCE(t.finished_at, :at),
+    error = CASE WHEN v.skipped THEN t.error END
+FROM unnest(CAST(:step_id AS TEXT[]), CAST(:result AS JSONB[]), CAST(:attempt AS INT[]),
+            CAST(:skipped AS BOOLEAN[])) AS v(step_id, result, attempt, skipped)
+WHERE t.run_id = CAST(:run_id AS UUID) AND t.step_id = v.step_id
+  AND t.status NOT IN {SQL_STEPS_ENDED}
 """)
 _LOCK = text("""
 SELECT id FROM workflow_runs WHERE id = ANY(CAST(:runs AS UUID[])) ORDER BY id FOR UPDATE
@@ -216,6 +231,8 @@ def _finalize(conn: Connection, final: RunFinal) -> bool:
             _OUTPUT,
             {"run_id": final.run_id, "at": final.at, "output": codec.for_postgres(final.output)},
         )
+        if final.settled:
+            conn.execute(_SETTLE, _settle_params(final))
         return False
     changed = conn.execute(
         _FAIL,
@@ -232,6 +249,18 @@ def _finalize(conn: Connection, final: RunFinal) -> bool:
         {"run_id": final.run_id, "at": final.at, "reason": _TEXT(final.error)},
     )
     return changed is not None
+
+
+def _settle_params(final: RunFinal) -> dict[str, Any]:
+    rows = final.settled
+    return {
+        "run_id": final.run_id,
+        "at": final.at,
+        "step_id": [r.step_id for r in rows],
+        "result": [codec.for_postgres(codec.Encoded(r.result)) for r in rows],
+        "attempt": [r.attempt for r in rows],
+        "skipped": [r.skipped for r in rows],
+    }
 
 
 def _dead_params(event: DeadLetterEvent) -> dict[str, Any]:

@@ -10,6 +10,8 @@ INPUTS = "__inputs__"
 """The field of the result hash that holds the run's inputs."""
 SINKS = "sinks"
 """The join set that counts the run's finished sinks."""
+PUBLISHING = "orch:publishing"
+"""The runs being published by their submitter (a sorted set, scored by when each was noted)."""
 
 
 def text(value: bytes | str) -> str:

@@ -28,6 +28,7 @@ from orchestrator.settings import redact
 from orchestrator.stores.redis import run_scripts
 from orchestrator.stores.redis.run_keys import (
     INPUTS,
+    PUBLISHING,
     SINKS,
     done_channel,
     key,
@@ -74,16 +75,8 @@ class RunState:
         done_sinks: tuple[str, ...] | list[str] = (),
     ) -> None:
         """Store the inputs and the results a retried or recovered run starts from."""
-        res = key(run_id, "res")
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(
-            res,
-            mapping={INPUTS: encode(inputs), **{k: encode(v) for k, v in results.items()}},
-        )
-        pipe.expire(res, self.ttl)
-        if done_sinks:
-            pipe.sadd(key(run_id, f"join:{SINKS}"), *done_sinks)
-            pipe.expire(key(run_id, f"join:{SINKS}"), self.ttl)
+        self._init(pipe, run_id, inputs, results, done_sinks)
         pipe.execute()
 
     def claim(
@@ -262,6 +255,27 @@ class RunState:
         raw = self.client.hmget(key(run_id, "res"), steps) if steps else []
         return {s: decode(r) for s, r in zip(steps, raw, strict=True) if r is not None}
 
+    def outcomes(self, run_id: str, steps: list[str]) -> tuple[dict[str, str], dict[str, int]]:
+        """The encoded results of those ``steps`` that have one, and the current attempt of
+        every step (or item) that was retried (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(key(run_id, "res"), steps)
+        pipe.hgetall(key(run_id, "attempt"))
+        raw, attempts = pipe.execute()
+        results = {s: text(r) for s, r in zip(steps, raw, strict=True) if r is not None}
+        return results, {text(k): int(v) for k, v in attempts.items()}
+
+    def reached(self, run_id: str, steps: list[str]) -> bool:
+        """Whether each of ``steps`` was delivered (claimed at its first attempt) or has a
+        result: what follows a step has seen its success."""
+        if not steps:
+            return True
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(key(run_id, "res"), steps)
+        pipe.hmget(key(run_id, "deliveries"), [f"{s}:1" for s in steps])
+        results, deliveries = pipe.execute()
+        return all(r is not None or d is not None for r, d in zip(results, deliveries, strict=True))
+
     def inputs(self, run_id: str) -> dict[str, Any]:
         raw = self.client.hget(key(run_id, "res"), INPUTS)
         return {} if raw is None else dict(decode(raw))
@@ -324,3 +338,57 @@ class RunState:
                 yield message is not None
         finally:
             pubsub.close()
+
+    # -- submit: the first call to Redis, and the runs being published (``engine.submit``)
+
+    def begin_run(
+        self,
+        run_id: str,
+        inputs: dict[str, Any],
+        results: dict[str, Any],
+        done_sinks: tuple[str, ...] | list[str] = (),
+        publishing: bool = False,
+    ) -> None:
+        """``init_run`` as a submit's first call to Redis: Redis away raises
+        ``ServiceUnavailable`` before anything is written to history. With ``publishing``, the
+        run is also noted among the runs being published (in the same round trip) until
+        ``confirm_published``."""
+        pipe = self.client.pipeline(transaction=False)
+        if publishing:
+            pipe.zadd(PUBLISHING, {run_id: time.time()})
+        self._init(pipe, run_id, inputs, results, done_sinks)
+        try:
+            pipe.execute()
+        except redis.RedisError:
+            self.ping()  # Redis away: the clear error
+            raise
+
+    def confirm_published(self, run_id: str) -> None:
+        """The run's first messages were published (or it was not created): no longer noted."""
+        self.client.zrem(PUBLISHING, run_id)
+
+    def unconfirmed_runs(self, older_than: float, limit: int = 100) -> list[str]:
+        """Runs noted as being published over ``older_than`` seconds ago (by this host's clock)
+        and never confirmed, oldest first: their submitter died, or failed, in between."""
+        found: list[bytes] = self.client.zrangebyscore(  # type: ignore[assignment]
+            PUBLISHING, "-inf", time.time() - older_than, start=0, num=limit
+        )
+        return [text(r) for r in found]
+
+    def _init(
+        self,
+        pipe: Any,
+        run_id: str,
+        inputs: dict[str, Any],
+        results: dict[str, Any],
+        done_sinks: tuple[str, ...] | list[str],
+    ) -> None:
+        res = key(run_id, "res")
+        pipe.hset(
+            res,
+            mapping={INPUTS: encode(inputs), **{k: encode(v) for k, v in results.items()}},
+        )
+        pipe.expire(res, self.ttl)
+        if done_sinks:
+            pipe.sadd(key(run_id, f"join:{SINKS}"), *done_sinks)
+            pipe.expire(key(run_id, f"join:{SINKS}"), self.ttl)

@@ -8,10 +8,14 @@ reconciler takes the fanned-out step for a lost one only once its fan-out is idl
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from orchestrator import Workflow, current_run, retry, task
+from orchestrator.engine import finish
 from orchestrator.ops.recovery import fan_out_busy, recover_run
 from orchestrator.records import StepEvent
 from orchestrator.status import RunStatus, StepStatus
@@ -96,14 +100,9 @@ def test_a_fan_out_is_busy_while_its_items_move_or_are_queued(engine: Engine) ->
     engine.worker.purge()
 
 
-def test_an_item_whose_history_died_with_its_worker_is_recorded_from_redis(
-    engine: Engine,
-) -> None:
-    from orchestrator.ops.reconciler import Reconciler
-
-    # Given a fan-out whose item 1 succeeded (its result reached Redis) in a process killed
-    # before its history writer flushed: that success never reaches PostgreSQL, and no copy of
-    # its message comes back to record it
+def _lose_item_1_success(engine: Engine) -> Callable[[Any], None]:
+    """Item 1's success never reaches history (its process was killed before its writer
+    flushed, and no copy of its message comes back to record it); the writer's submit."""
     submit = engine.rt.writer.submit
 
     def killed_before_flush(event: Any) -> None:
@@ -112,6 +111,31 @@ def test_an_item_whose_history_died_with_its_worker_is_recorded_from_redis(
             submit(event)
 
     engine.rt.writer.submit = killed_before_flush  # type: ignore[method-assign]
+    return submit
+
+
+def test_a_run_end_writes_the_steps_other_writers_have_not_written(engine: Engine) -> None:
+    # Given a fan-out whose item 1's success is not in history when the run's last step ends
+    _lose_item_1_success(engine)
+    run = engine.start(FAN_OUT, {"count": 3})
+    engine.worker.run(lambda: run.record().finished_at is not None, timeout=10)
+    # Then the run's end wrote it from Redis, and the run succeeded with it at once
+    history = engine.rt.history
+    assert history.get_run(run.id).status == RunStatus.SUCCEEDED  # type: ignore[union-attr]
+    item = engine.steps(run)["work[1]"]
+    assert (item.status, item.result, item.attempts) == (StepStatus.SUCCEEDED, 2, 1)
+    assert run.wait() == [0, 2, 4]
+
+
+def test_an_item_whose_history_died_with_its_worker_is_recorded_from_redis(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.ops.reconciler import Reconciler
+
+    # Given a fan-out whose item 1 succeeded (its result reached Redis) in a process killed
+    # before its history writer flushed, in a run too big for its end to write its steps
+    monkeypatch.setattr(finish, "SETTLED_LIMIT", 0)
+    submit = _lose_item_1_success(engine)
     run = engine.start(FAN_OUT, {"count": 3})
     engine.worker.run(lambda: run.record().finished_at is not None, timeout=10)
     engine.rt.writer.submit = submit  # type: ignore[method-assign]
