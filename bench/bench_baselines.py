@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:  # run as a script: make ``bench`` and ``orchestra
 
 from bench import bench_canvas as bc  # noqa: E402
 
-REDIS_URL = "redis://127.0.0.1:6379/11"
+REDIS_URL = "redis://127.0.0.1:6379/15"  # plain Celery; test sessions claim 13 down to 1
 DB_NAME = "orchestrator_bench_baselines"
 PLAIN_ENV = "BENCH_PLAIN_REDIS_URL"
 SIDES = ("plain", "reliable", "orch")

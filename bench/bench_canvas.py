@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make ``bench`` and ``orchestrator`` importable
     sys.path.insert(0, str(ROOT))
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+REDIS_URL = "redis://127.0.0.1:6379/14"  # test sessions claim dbs 13 down to 1
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 DB_NAME = "orchestrator_bench"
 RESULTS_PATH = ROOT / "bench" / "results.json"

@@ -20,7 +20,7 @@ from celery import Celery
 
 from bench import profiling
 
-REDIS_URL = os.environ.get("BENCH_PLAIN_REDIS_URL", "redis://127.0.0.1:6379/11")
+REDIS_URL = os.environ.get("BENCH_PLAIN_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 app = Celery("bench_plain", broker=REDIS_URL, backend=REDIS_URL)
 app.conf.task_default_queue = "bench-plain"

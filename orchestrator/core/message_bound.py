@@ -7,6 +7,8 @@ segments, each published by the steps that end the one before it.
 
 from __future__ import annotations
 
+from itertools import accumulate
+
 from orchestrator.core.series_parallel import Expr, Parallel, Series, Task
 
 MAX_MESSAGE_SIGS = 24
@@ -26,8 +28,9 @@ def message_sigs(expr: Expr, carry: int = 0) -> int:
         return 1 + carry
     if isinstance(expr, Parallel):
         return max(message_sigs(i, carry) for i in expr.items)
-    rest = [sigs(i) for i in expr.items]
-    return max(message_sigs(item, carry + sum(rest[k + 1 :])) for k, item in enumerate(expr.items))
+    # after[k]: the signatures of the items after the k-th, which its message carries
+    after = list(accumulate(reversed([sigs(i) for i in expr.items[1:]]), initial=0))[::-1]
+    return max(message_sigs(item, carry + after[k]) for k, item in enumerate(expr.items))
 
 
 def sinks(expr: Expr) -> tuple[str, ...]:

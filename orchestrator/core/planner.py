@@ -93,7 +93,7 @@ def build_plan(
     parents = {s.id: tuple(dict.fromkeys(s.after)) for s in spec.steps}
     order = topological_order(parents)
     todo = [s for s in order if s not in done]
-    sched = {s: tuple(p for p in parents[s] if p not in done) for s in todo}
+    sched = {s: tuple(p for p in parents[s] if p not in done) for s in todo} if done else parents
     reduced = transitive_reduction(todo, sched)
     joins = own_segments(spec, todo, sched)
     pieces = [piece for raw in decompose(todo, reduced, joins) for piece in bound(*raw, limit)]
@@ -112,15 +112,12 @@ def topological_order(parents: dict[str, tuple[str, ...]]) -> list[str]:
     """Kahn's order, ties broken by declaration order (deterministic in every process)."""
     children = _children(list(parents), parents)
     waiting = {s: len(ps) for s, ps in parents.items()}
-    ready = [s for s in parents if not waiting[s]]
-    order: list[str] = []
-    while ready:
-        step = ready.pop(0)
-        order.append(step)
+    order = [s for s in parents if not waiting[s]]
+    for step in order:  # the queue of ready steps is the order itself: it grows as they come
         for child in children[step]:
             waiting[child] -= 1
             if not waiting[child]:
-                ready.append(child)
+                order.append(child)
     return order
 
 
@@ -129,14 +126,17 @@ def transitive_reduction(
 ) -> dict[str, tuple[str, ...]]:
     """Each step's parents minus those that are already ancestors of another parent."""
     bit = {s: 1 << i for i, s in enumerate(order)}
+    has_child = {p for s in order for p in parents[s]}
     ancestors: dict[str, int] = {}
     reduced: dict[str, tuple[str, ...]] = {}
     for step in order:
+        ps = parents[step]
         above = 0
-        for p in parents[step]:
+        for p in ps:
             above |= ancestors[p]
-        reduced[step] = tuple(p for p in parents[step] if not above & bit[p])
-        ancestors[step] = above | sum(bit[p] for p in parents[step])
+        reduced[step] = tuple(p for p in ps if not above & bit[p]) if above else ps
+        if step in has_child:  # a sink's ancestors are never asked for
+            ancestors[step] = above | sum(bit[p] for p in ps)
     return reduced
 
 
@@ -153,11 +153,11 @@ def own_segments(
     joins: set[str] = set()
     for step_id in todo:
         step = spec.step(step_id)
-        waits = any(p in may_skip or p in later for p in parents[step_id])
+        after_skip = not may_skip.isdisjoint(parents[step_id])
         deferred = step.result_later
-        if step.conditional or deferred or waits:
+        if step.conditional or deferred or after_skip or not later.isdisjoint(parents[step_id]):
             joins.add(step_id)
-        if step.when is not None or any(p in may_skip for p in parents[step_id]):
+        if step.when is not None or after_skip:
             may_skip.add(step_id)
         if deferred:
             later.add(step_id)
@@ -181,7 +181,9 @@ def _step_plans(
             triggers[step].append(seg.index)
     has_child = {p for s in parents for p in parents[s]}
     return {
-        s: StepPlan(s, parents[s], modes[s], home[s], tuple(triggers[s]), s not in has_child)
+        s: StepPlan(
+            s, parents[s], modes[s], home[s], tuple(triggers.get(s, ())), s not in has_child
+        )
         for s in todo
     }
 
