@@ -240,16 +240,33 @@ class Services:
                 log.debug("default task module %r not found", name)
 
     def remember(self, key: PlanKey, spec: WorkflowSpec, plan: Plan) -> None:
+        """Keep a plan: the ``PLANS_KEPT`` used last are kept (an LRU)."""
         with self._lock:
             self._plans[key] = (spec, plan)
             self._plans.move_to_end(key)
             while len(self._plans) > PLANS_KEPT:
                 self._plans.popitem(last=False)
 
-    def plan(self, key: PlanKey) -> tuple[WorkflowSpec, Plan]:
-        """The spec and plan of a run, from cache or rebuilt from the stored spec."""
+    def _cached(self, key: PlanKey) -> tuple[WorkflowSpec, Plan] | None:
         with self._lock:
             found = self._plans.get(key)
+            if found is not None:
+                self._plans.move_to_end(key)
+            return found
+
+    def start_plan(self, spec: WorkflowSpec) -> Plan:
+        """The plan of a run of ``spec`` from its start (nothing done): built once per process
+        and spec version, the first time it is submitted or run."""
+        found = self._cached(PlanKey(spec.version))
+        if found is not None:
+            return found[1]
+        plan = build_plan(spec, frozenset())
+        self.remember(PlanKey(spec.version), spec, plan)
+        return plan
+
+    def plan(self, key: PlanKey) -> tuple[WorkflowSpec, Plan]:
+        """The spec and plan of a run, from cache or rebuilt from the stored spec."""
+        found = self._cached(key)
         if found is not None:
             return found
         data = self.history.load_spec(key.version)

@@ -2,6 +2,25 @@
 
 A run is written to history (``pending``, one row per step) before anything is published; a
 broker that cannot be reached then fails the run, which is never left pending.
+
+The path is one call to Redis, one transaction, the publish and one more call to Redis:
+
+1. ``begin_run`` stores the run's inputs in Redis. It is the first call to Redis, so a Redis
+   that is away gives ``ServiceUnavailable`` before anything is written to history.
+2. ``create_run`` writes the run and its steps in one transaction. A run published at once (no
+   concurrency limit) is recorded as published (``published_at``) in it.
+3. The first segments are published.
+4. ``confirm_published`` takes the run off the set of runs being published, in which
+   ``begin_run`` noted it. A submitter that dies between 1 and 4 leaves the note; the
+   reconciler publishes a run noted for over a lease period that history still shows pending
+   (``ops.reconciler``). A run whose note was taken off is never published again: history's
+   ``published_at`` keeps it out of the reconciler's unpublished runs, and its stall check
+   (``stall_timeout``) stays the backstop should Redis lose the note of a run never published.
+
+A run with a concurrency limit may wait in line for a slot: it is recorded unpublished and marked
+published in history once its first segments are (``publish_start``), as before, since a slot's
+start message and the rebuild of slots read that mark. The plan of a spec is built once per
+process and version (``Services.start_plan``).
 """
 
 from __future__ import annotations
@@ -66,7 +85,8 @@ def submit(rt: Services, spec: WorkflowSpec, sub: Submission) -> str:
     check_inputs(spec, sub.inputs, rt.catalog)
     gate = gate_of(spec, sub.inputs)  # a key that does not evaluate raises: nothing written
     done = sub.done or {}
-    plan = build_plan(spec, frozenset(done))
+    plan = build_plan(spec, frozenset(done)) if done else rt.start_plan(spec)
+    publishing = gate is None  # published at once, not after a wait in line
     run_id = str(uuid.uuid4())
     steps = [
         NewStep(
@@ -93,16 +113,20 @@ def submit(rt: Services, spec: WorkflowSpec, sub: Submission) -> str:
         done_steps=list(done),
         parent_step_id=sub.parent_step_id,
         priority=sub.priority,
+        published=publishing,
     )
-    rt.state.ping()
-    final_id, created = rt.history.create_run(record, steps)
-    if not created:
-        return final_id
-    rt.remember(PlanKey(spec.version, run_id if done else None), spec, plan)
     kept = {**done, PARENT: sub.parent} if sub.parent else done
     if gate is not None:
         kept = {**kept, SLOT: gate.name}
-    rt.state.init_run(run_id, sub.inputs, kept, [s for s in spec.sinks if s in done])
+    sinks = [s for s in spec.sinks if s in done]
+    rt.state.begin_run(run_id, sub.inputs, kept, sinks, publishing=publishing)
+    final_id, created = rt.history.create_run(record, steps)
+    if not created:
+        if publishing:
+            rt.state.confirm_published(run_id)  # nothing was written: nothing to publish
+        return final_id
+    if done:
+        rt.remember(PlanKey(spec.version, run_id), spec, plan)
     if sub.parent_step_id:
         rt.history.add_event(
             str(sub.parent_run_id), "child", f"run {run_id} of {spec.name} for {sub.parent_step_id}"
@@ -140,10 +164,12 @@ def schedule_deadline(rt: Services, run_id: str, seconds: float) -> None:
 def publish_start(
     rt: Services, builder: CanvasBuilder, plan: Plan, gate: Gate | None = None
 ) -> None:
-    """Publish the segments a run starts with, then note that it was published.
+    """Publish the segments a run starts with, then note that it was published: a run
+    without a concurrency limit (``gate``) was recorded published by ``submit``, and is taken
+    off the runs being published in Redis; one with a limit is marked published in history.
 
     A broker that cannot be reached fails the run (it is never left pending), frees its
-    concurrency slot (``gate``) and raises.
+    concurrency slot and raises.
     """
     try:
         for segment in plan.start:
@@ -168,4 +194,7 @@ def publish_start(
             f"Run {builder.run_id} was recorded and marked failed; start the broker (or set "
             "ORCHESTRATOR_BROKER_URL) and submit again",
         ) from exc
-    rt.history.mark_published(builder.run_id)
+    if gate is None:
+        rt.state.confirm_published(builder.run_id)
+    else:
+        rt.history.mark_published(builder.run_id)

@@ -5,16 +5,23 @@ at a time. Each pass (every ``ORCHESTRATOR_RECONCILE_INTERVAL`` seconds):
 
 1. finishes runs whose steps have all ended but whose run row has not (a lost final write),
    and repairs concurrency slots (``ops.slots``: lost state rebuilt, slots of ended runs freed);
-2. publishes runs recorded but never published (the submitter died between the two), unless
-   they wait in line for a concurrency slot;
+2. publishes runs recorded but never published (the submitter died between the two: history
+   or, for a run without a concurrency limit, Redis says so), unless they wait in line for a
+   concurrency slot;
 3. publishes again the next attempt of a retrying step that is overdue and was never claimed
    (lost at publish during a broker error, or with the process that held it);
 4. recovers runs with a step whose lease lapsed (its worker died: SIGKILL, OOM, power) and runs
    that stalled (nothing running or finishing for ``ORCHESTRATOR_STALL_TIMEOUT`` seconds while a
    step is ready, e.g. messages lost with a Redis restart). A lease counts as lapsed only once it
    has been missing for a whole lease period: a process that is alive re-creates its lease
-   within a third of that (after a Redis restart, say), and must not see its step run twice. A
-   run whose pending steps' queues still hold messages is waiting in a backlog, not stalled;
+   within a third of that (after a Redis restart, say), and must not see its step run twice.
+   The leases looked at are those of the steps history shows running and, in the runs history
+   shows quiet for a lease period, of the attempts claimed in Redis that have no result (a
+   worker killed within its history writer's flush window leaves its step pending in history).
+   With the default settings (lease 30 s, a pass every 5 s) a killed step's run is recovered
+   about 60-70 s after the kill: its lease expires up to 30 s after it, is then missing for a
+   lease period, and the next pass re-plans the run. A run whose pending steps' queues still
+   hold messages is waiting in a backlog, not stalled;
 5. fails the running steps of runs that ended whose worker died (nothing else would end them);
 6. wakes sleeping and waiting steps (``engine.sleeping``) that are due, or whose signal
    arrived, but were not woken (their wake-up was lost with Redis): their timers are in
@@ -57,17 +64,21 @@ from orchestrator.errors import ServiceUnavailable
 from orchestrator.ops.queue_timeouts import expire_queued
 from orchestrator.ops.recovery import fan_out_busy, record_unrecorded, recover_run
 from orchestrator.ops.slots import may_publish, repair_slots
+from orchestrator.records import Lease
 from orchestrator.status import RunStatus, StepStatus
 
 log = logging.getLogger("orchestrator.recovery")
 LOCK = "orch:reconciler"
+CLAIM_CANDIDATES = 100
+"""Most runs a pass asks Redis about for claims whose step's start history never saw."""
 
 
 class Reconciler:
     """The reconciler thread of one worker process."""
 
-    def __init__(self, rt: Services) -> None:
+    def __init__(self, rt: Services, clock: Callable[[], float] = time.monotonic) -> None:
         self.rt = rt
+        self.clock = clock  # how long a lease has been missing is measured on it
         self.token = uuid.uuid4().hex
         self._missing: dict[tuple[str, str, int], float] = {}
         self._orphans: dict[tuple[str, str, int], float] = {}
@@ -172,23 +183,41 @@ class Reconciler:
         return results[sinks[0]] if len(sinks) == 1 else {s: results[s] for s in sinks}
 
     def _publish_unpublished(self) -> int:
-        unpublished = self.rt.history.unpublished_runs(older_than=self.rt.settings.lease_seconds)
+        """Publish the runs recorded a lease period ago and never published: those history
+        shows unpublished (a run with a concurrency limit), and those Redis still notes as
+        being published (``engine.submit``: its submitter died between the two)."""
+        lease = self.rt.settings.lease_seconds
+        unpublished = self.rt.history.unpublished_runs(older_than=lease)
+        noted = self.rt.state.unconfirmed_runs(older_than=lease)
         return sum(
             self._each(run_id, self._recover, "recorded but never published")
             for run_id in unpublished
             if self._each(run_id, self._may_publish)  # a run waiting for a slot stays in line
-        )
+        ) + sum(self._each(run_id, self._publish_noted) for run_id in noted)
 
     def _may_publish(self, run_id: str) -> bool:
         return may_publish(self.rt, run_id)
+
+    def _publish_noted(self, run_id: str) -> bool:
+        """Publish a run noted as being published if history still shows it pending (its
+        submitter died before publishing it), then take the note off: a run not recorded, or
+        that moved on, is left as it is."""
+        record = self.rt.history.get_run(run_id)
+        published = False
+        if record is not None and record.status == RunStatus.PENDING:
+            published = self._recover(run_id, "recorded but never published")
+        self.rt.state.confirm_published(run_id)
+        return published
 
     def _recover(self, run_id: str, reason: str) -> bool:
         return recover_run(self.rt, run_id, reason) is not None
 
     def _lapsed(self) -> set[str]:
-        """Runs with a step whose lease has been missing for a whole lease period."""
+        """Runs with a step whose lease has been missing for a whole lease period: a step that
+        history shows running, or a claim history never saw start (:meth:`_lapsed_claims`)."""
         lease = self.rt.settings.lease_seconds
-        self._missing = self._still_missing(self.rt.history.suspect_steps(lease), self._missing)
+        suspects = self.rt.history.suspect_steps(lease) + self._lapsed_claims(lease)
+        self._missing = self._still_missing(suspects, self._missing)
         sizes: dict[str, int] = {}  # a fanned-out for_each step holds no lease: lost if idle
         return {
             run
@@ -196,15 +225,23 @@ class Reconciler:
             if not fan_out_busy(self.rt, run, step, lambda r: self._queued(r, sizes))
         }
 
+    def _lapsed_claims(self, lease: float) -> list[Lease]:
+        """Claimed attempts whose start history never saw (their process was killed before its
+        writer flushed): Redis is asked about the runs history shows quiet for a lease period
+        (at most :data:`CLAIM_CANDIDATES`). A parked step, or one waiting for its child run,
+        holds a lease in its waiting owner's name, so it is never among them."""
+        quiet = self.rt.history.stalled_runs(lease, limit=CLAIM_CANDIDATES)
+        return self.rt.state.lapsed_claims(quiet) if quiet else []
+
     def _still_missing(
         self, suspects: list[tuple[str, str, int]], seen: dict[tuple[str, str, int], float]
     ) -> dict[tuple[str, str, int], float]:
         """The suspects whose lease is missing now, with when it was first seen missing."""
-        now, state = time.monotonic(), self.rt.state
+        now, state = self.clock(), self.rt.state
         return {s: seen.get(s, now) for s in suspects if not state.lease_alive(*s)}
 
     def _gone(self, missing: dict[tuple[str, str, int], float]) -> list[tuple[str, str, int]]:
-        lease, now = self.rt.settings.lease_seconds, time.monotonic()
+        lease, now = self.rt.settings.lease_seconds, self.clock()
         return [found for found, since in missing.items() if now - since >= lease]
 
     def _end_orphans(self) -> int:

@@ -676,3 +676,59 @@ def test_i_main_process_killed_in_the_delay_pump(cluster: Callable[..., FaultClu
     status, attempts = steps_of(c, run)["s"]
     assert (status, attempts) == ("succeeded", 2), c.diagnose(run)
     assert executed_attempts(c, run, "s") == [1, 2], c.diagnose(run)
+
+
+@pytest.mark.timeout(180)
+def test_k_worker_killed_between_its_claim_and_its_history_write(
+    cluster: Callable[..., FaultCluster],
+) -> None:
+    """A worker SIGKILLed (its process group) after it claimed a step and before its history
+    writer wrote the step's start: history shows the step ``pending``, so no lease is looked
+    for from history; the reconciler finds the claim in Redis, and the run ends within 90 s of
+    the kill with the default lease and reconcile interval (expected: about 60-70 s).
+
+    Deviation from the defaults, for the victim only: ``ORCHESTRATOR_HISTORY_FLUSH_INTERVAL=60``
+    (default 20 ms), so the kill lands in the window every time. The victim alone consumes the
+    step's queue; a worker with all defaults runs the rest (and the reconciler), and a new
+    worker takes the victim's queue after the kill. The killed message stays unacknowledged
+    until the visibility timeout (3600 s).
+
+    At HEAD the reconciler looked only at steps history showed running: the run waited for
+    stall detection (``ORCHESTRATOR_STALL_TIMEOUT``, 300 s)."""
+    c = cluster(defaults=True)
+    queue = "defaults-victim"
+    c.start_worker("a")
+    victim = c.start_worker(
+        "v",
+        concurrency=1,
+        env={"ORCHESTRATOR_HISTORY_FLUSH_INTERVAL": "60"},
+        args=("-Q", queue),
+    )
+    wf = (
+        Workflow("defaults-claim-unwritten")
+        .step("first", effects.timed_effect)
+        .step("doomed", effects.timed_effect, after="first", queue=queue, kwargs={"sleep": 3.0})
+        .step("last", effects.timed_effect, after="doomed")
+    )
+    started = time.time()
+    run = wf.run().id
+    wait_for(
+        lambda: c.sql("SELECT 1 FROM executions WHERE step_id = 'doomed'"), 60, "the step's start"
+    )
+    victim.kill()
+    fault_at = time.time()
+    at_kill = steps_of(c, run)["doomed"]
+    assert at_kill[0] == "pending", f"history saw the step start (no fault injected): {at_kill}"
+    c.start_worker("b", args=("-Q", queue))
+    out = c.observe(
+        "K worker SIGKILLed between its claim and its history write",
+        [run],
+        step_ids(wf),
+        fault_at,
+        started,
+        120.0,
+        notes={"settings": "defaults (the victim: ORCHESTRATOR_HISTORY_FLUSH_INTERVAL=60)"},
+    )
+    out.assert_pass()
+    assert out.recovery_seconds is not None and out.recovery_seconds < 90, out.line()
+    assert out.notes.get("recoveries") == {"a step's worker died (lease lapsed)": 1}, out.line()

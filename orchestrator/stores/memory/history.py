@@ -87,6 +87,7 @@ class MemoryHistory(Reconciliation, Listing, ScheduleStates, Contexts):
                 parent_step_id=run.parent_step_id,
                 priority=run.priority,
                 done_steps=list(run.done_steps),
+                published_at=at if run.published else None,
             )
             self._add_steps(row, steps, at)
             self.runs[run.id] = row

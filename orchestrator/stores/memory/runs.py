@@ -359,3 +359,24 @@ class MemoryRunState:
         with self._lock:
             noted = sorted((at, run_id) for run_id, at in self._publishing.items() if at <= cutoff)
         return [run_id for _, run_id in noted[:limit]]
+
+    # -- the reconciler: claims that lapsed before history saw their step start
+
+    def lapsed_claims(self, run_ids: list[str]) -> list[Lease]:
+        """The claimed ``(run, step, attempt)``s of those runs with no result, no live lease and
+        no later attempt of the step."""
+        found: list[Lease] = []
+        with self._lock:
+            for run_id in run_ids:
+                run = self._runs.get(run_id) or _Run()
+                for field, count in run.deliveries.items():
+                    step, _, number = field.rpartition(":")
+                    attempt = int(number)
+                    if (
+                        count > 0
+                        and step not in run.results
+                        and run.attempts.get(step, attempt) <= attempt
+                        and self._holder((run_id, step, attempt)) is None
+                    ):
+                        found.append((run_id, step, attempt))
+        return found

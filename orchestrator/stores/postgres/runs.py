@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -39,8 +39,10 @@ class Runs(Database):
         """Write the run and its steps in one transaction; (run id, created).
 
         With an idempotency key that is already taken, nothing is written and the existing run's
-        id is returned with ``created=False`` (also when two submits race).
+        id is returned with ``created=False`` (also when two submits race). A run recorded as
+        ``published`` gets its ``published_at`` in the same transaction (``engine.submit``).
         """
+        published = {"published_at": text("now()")} if run.published else {}
         try:
             with self.engine.begin() as conn:
                 conn.execute(
@@ -50,7 +52,7 @@ class Runs(Database):
                 )
                 inserted = conn.execute(
                     pg_insert(WorkflowRun)
-                    .values(**run_values(run))
+                    .values(**run_values(run), **published)
                     .on_conflict_do_nothing(index_elements=["idempotency_key"])
                     .returning(WorkflowRun.id)
                 ).first()

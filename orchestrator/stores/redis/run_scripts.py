@@ -97,3 +97,23 @@ else
   redis.call('EXPIRE', KEYS[2], ARGV[2])
 end
 """
+
+LAPSED = """
+-- KEYS: deliveries, res, attempt (of one run)
+-- ARGV: the prefix of the run's lease keys (a lease key is it and a deliveries field)
+-- returns step, attempt of each claimed attempt with no result, no lease and no later attempt
+local out = {}
+local claimed = redis.call('HGETALL', KEYS[1])
+for i = 1, #claimed, 2 do
+  local step, attempt = string.match(claimed[i], '^(.*):(%d+)$')
+  if step and tonumber(claimed[i + 1]) > 0 and redis.call('HEXISTS', KEYS[2], step) == 0
+      and redis.call('EXISTS', ARGV[1] .. claimed[i]) == 0 then
+    local current = redis.call('HGET', KEYS[3], step)
+    if not current or tonumber(current) <= tonumber(attempt) then
+      table.insert(out, step)
+      table.insert(out, attempt)
+    end
+  end
+end
+return out
+"""

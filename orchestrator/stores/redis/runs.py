@@ -392,3 +392,23 @@ class RunState:
         if done_sinks:
             pipe.sadd(key(run_id, f"join:{SINKS}"), *done_sinks)
             pipe.expire(key(run_id, f"join:{SINKS}"), self.ttl)
+
+    # -- the reconciler: claims that lapsed before history saw their step start
+
+    def lapsed_claims(self, run_ids: list[str]) -> list[Lease]:
+        """The claimed ``(run, step, attempt)``s of those runs with no result, no live lease and
+        no later attempt of the step (``expect_retry``), in one round trip: the process that
+        claimed each died, or (Redis lost its lease) is about to renew it. A parked step's
+        claim holds its parked owner's lease, or was not counted (``undo_delivery``)."""
+        if not run_ids:
+            return []
+        script = self.client.register_script(run_scripts.LAPSED)
+        pipe = self.client.pipeline(transaction=False)
+        for run_id in run_ids:
+            keys = [key(run_id, "deliveries"), key(run_id, "res"), key(run_id, "attempt")]
+            script(keys=keys, args=[key(run_id, "lease:")], client=pipe)
+        return [
+            (run_id, text(step), int(attempt))
+            for run_id, found in zip(run_ids, pipe.execute(), strict=True)
+            for step, attempt in zip(found[0::2], found[1::2], strict=True)
+        ]
