@@ -261,6 +261,18 @@ class RunFinal:
 
 
 @dataclass(frozen=True)
+class Outcomes:
+    """What a run's state in Redis holds of its steps' ends (``RunStateStore.outcomes``)."""
+
+    results: dict[str, str]
+    """Encoded results of the steps asked about that have one."""
+    attempts: dict[str, int]
+    """The current attempt of each step or item that was retried."""
+    finished: dict[str, float]
+    """When each step or item that succeeded finished (epoch seconds, its worker's clock)."""
+
+
+@dataclass(frozen=True)
 class Settled:
     """A step of a succeeded run as its run state in Redis knows it: its encoded result (or
     ``skipped``) and its current attempt."""
@@ -269,6 +281,7 @@ class Settled:
     result: str
     attempt: int
     skipped: bool = False
+    finished_at: datetime | None = None
 
 
 @dataclass(frozen=True)

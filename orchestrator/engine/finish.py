@@ -7,6 +7,7 @@ letter), also when it was delivered too many times.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import Ignore
@@ -15,7 +16,7 @@ from orchestrator.codec import Encoded, decode, encode
 from orchestrator.engine.canvas import CanvasBuilder, item_id
 from orchestrator.engine.conditions import SKIPPED, is_skipped
 from orchestrator.engine.failure import fail_run, now
-from orchestrator.records import DeadLetterEvent, RunFinal, Settled, SkipSteps
+from orchestrator.records import DeadLetterEvent, Outcomes, RunFinal, Settled, SkipSteps
 from orchestrator.status import RunStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -100,12 +101,12 @@ def finish_run(step: Step) -> None:
     other pool processes ran may still wait in their writers' batches, and the run succeeds in
     history (and its waiters hear of it) when this end is written, not a flush window later."""
     sinks, steps = step.spec.sinks, [s.id for s in step.spec.steps]
-    asked = steps if len(steps) <= SETTLED_LIMIT else sinks
-    found, attempts = step.rt.state.outcomes(step.run_id, asked)
-    values = [decode(found[s]) if s in found else None for s in sinks]
+    small = len(steps) <= SETTLED_LIMIT
+    found = step.rt.state.outcomes(step.run_id, steps if small else sinks, times=small)
+    values = [decode(found.results[s]) if s in found.results else None for s in sinks]
     values = [None if is_skipped(v) else v for v in values]
     output = values[0] if len(sinks) == 1 else dict(zip(sinks, values, strict=True))
-    ended = settled(step, found, attempts)
+    ended = settled(step, found) if small else ()
     step.rt.writer.submit(RunFinal(step.run_id, RunStatus.SUCCEEDED, now(), output, settled=ended))
 
 
@@ -114,25 +115,29 @@ SETTLED_LIMIT = 1000
 SKIPPED_ENCODED = encode(SKIPPED)
 
 
-def settled(step: Step, found: dict[str, str], attempts: dict[str, int]) -> tuple[Settled, ...]:
+def settled(step: Step, found: Outcomes) -> tuple[Settled, ...]:
     """The outcome of each step of the run, and of each item of its ``for_each`` steps (the
     items of the mapped step's list), as Redis has them; none past :data:`SETTLED_LIMIT`."""
-    if len(step.spec.steps) > SETTLED_LIMIT:
-        return ()
+
+    def outcome(name: str, encoded: str, skipped: bool = False) -> Settled:
+        at = found.finished.get(name)
+        when = datetime.fromtimestamp(at, UTC) if at is not None else None
+        return Settled(name, encoded, found.attempts.get(name, 1), skipped, when)
+
     out: list[Settled] = []
     for spec_step in step.spec.steps:
-        encoded = found.get(spec_step.id)
+        encoded = found.results.get(spec_step.id)
         if encoded is None:
             continue
         skipped = encoded == SKIPPED_ENCODED
-        out.append(Settled(spec_step.id, encoded, attempts.get(spec_step.id, 1), skipped))
+        out.append(outcome(spec_step.id, encoded, skipped))
         items = decode(encoded) if spec_step.for_each and not skipped else None
         if isinstance(items, list):
             if len(out) + len(items) > SETTLED_LIMIT:
                 return ()
-            for index, item in enumerate(items):
-                name = item_id(spec_step.id, index)
-                out.append(Settled(name, encode(item), attempts.get(name, 1)))
+            out.extend(
+                outcome(item_id(spec_step.id, i), encode(item)) for i, item in enumerate(items)
+            )
     return tuple(out)
 
 

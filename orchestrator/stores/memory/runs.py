@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any
 
 from orchestrator.codec import decode, encode
-from orchestrator.records import Claim, Lease
+from orchestrator.records import Claim, Lease, Outcomes
 from orchestrator.status import RunStatus
 
 INPUTS = "__inputs__"
@@ -36,6 +36,7 @@ class _Run:
     results: dict[str, str] = field(default_factory=dict)
     deliveries: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     attempts: dict[str, int] = field(default_factory=dict)
+    finished: dict[str, float] = field(default_factory=dict)
     retries: dict[tuple[str, int], str] = field(default_factory=dict)
     joins: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     parked: list[str] = field(default_factory=list)
@@ -157,6 +158,7 @@ class MemoryRunState:
         with self._lock:
             run = self._runs[run_id]
             run.results[step_id] = encoded
+            run.finished[step_id] = time.time()
             self.release(run_id, step_id, attempt, owner)
             counts = []
             for join in [*joins, *([SINKS] if sink else [])]:
@@ -184,12 +186,13 @@ class MemoryRunState:
             found = self._runs[run_id].results
             return {s: decode(found[s]) for s in steps if s in found}
 
-    def outcomes(self, run_id: str, steps: list[str]) -> tuple[dict[str, str], dict[str, int]]:
-        """The encoded results of those ``steps`` that have one, and the current attempt of
-        every step (or item) that was retried."""
+    def outcomes(self, run_id: str, steps: list[str], times: bool = True) -> Outcomes:
+        """The encoded results of those ``steps`` that have one, the current attempt of every
+        step (or item) that was retried, and (``times``) when each finished."""
         with self._lock:
             run = self._runs[run_id]
-            return {s: run.results[s] for s in steps if s in run.results}, dict(run.attempts)
+            results = {s: run.results[s] for s in steps if s in run.results}
+            return Outcomes(results, dict(run.attempts), dict(run.finished) if times else {})
 
     def reached(self, run_id: str, steps: list[str]) -> bool:
         """Whether each of ``steps`` was delivered at its first attempt or has a result."""
@@ -297,6 +300,7 @@ class MemoryRunState:
         with self._lock:
             run = self._runs[run_id]
             run.flag = str(status)
+            run.finished.clear()
             if status == RunStatus.SUCCEEDED:
                 run.results.clear()
             run.deliveries.clear()

@@ -32,14 +32,16 @@ return out
 """
 
 FINISH = """
--- KEYS: res, lease, join sets...
--- ARGV: step, encoded result, ttl, owner
+-- KEYS: res, lease, fin, join sets...
+-- ARGV: step, encoded result, ttl, owner, finished at (epoch seconds)
 -- returns, per join set: 1 if the step was added (0 if already counted), then the set's size
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[5])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
 if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
 local out = {}
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   table.insert(out, redis.call('SADD', KEYS[i], ARGV[1]))
   table.insert(out, redis.call('SCARD', KEYS[i]))
   redis.call('EXPIRE', KEYS[i], ARGV[3])
@@ -87,10 +89,10 @@ return n
 """
 
 END = """
--- KEYS: ctl, res, deliveries, parked, attempt
+-- KEYS: ctl, res, deliveries, parked, attempt, fin
 -- ARGV: final status, ttl of the kept flag (and of a failed or cancelled run's results)
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 if ARGV[1] == 'succeeded' then
   redis.call('DEL', KEYS[2])
 else

@@ -23,7 +23,7 @@ import redis
 
 from orchestrator.codec import decode, encode
 from orchestrator.errors import ServiceUnavailable
-from orchestrator.records import Claim, Lease
+from orchestrator.records import Claim, Lease, Outcomes
 from orchestrator.settings import redact
 from orchestrator.stores.redis import run_scripts
 from orchestrator.stores.redis.run_keys import (
@@ -192,6 +192,7 @@ class RunState:
                 key(run_id, "deliveries"),
                 key(run_id, "parked"),
                 key(run_id, "attempt"),
+                key(run_id, "fin"),
             ],
             args=[status, self.ended_ttl],
         )
@@ -235,8 +236,8 @@ class RunState:
         joins_keys = [key(run_id, f"join:{j}") for j in [*joins, *([SINKS] if sink else [])]]
         lease = lease_key(run_id, step_id, attempt)
         replies = self._finish(
-            keys=[key(run_id, "res"), lease, *joins_keys],
-            args=[step_id, encoded, self.ttl, owner],
+            keys=[key(run_id, "res"), lease, key(run_id, "fin"), *joins_keys],
+            args=[step_id, encoded, self.ttl, owner, repr(time.time())],
         )
         counts = [
             (bool(added), int(card))
@@ -255,15 +256,20 @@ class RunState:
         raw = self.client.hmget(key(run_id, "res"), steps) if steps else []
         return {s: decode(r) for s, r in zip(steps, raw, strict=True) if r is not None}
 
-    def outcomes(self, run_id: str, steps: list[str]) -> tuple[dict[str, str], dict[str, int]]:
-        """The encoded results of those ``steps`` that have one, and the current attempt of
-        every step (or item) that was retried (one round trip)."""
+    def outcomes(self, run_id: str, steps: list[str], times: bool = True) -> Outcomes:
+        """The encoded results of those ``steps`` that have one, the current attempt of every
+        step (or item) that was retried, and (``times``) when each finished; one round trip."""
         pipe = self.client.pipeline(transaction=False)
         pipe.hmget(key(run_id, "res"), steps)
         pipe.hgetall(key(run_id, "attempt"))
-        raw, attempts = pipe.execute()
-        results = {s: text(r) for s, r in zip(steps, raw, strict=True) if r is not None}
-        return results, {text(k): int(v) for k, v in attempts.items()}
+        if times:
+            pipe.hgetall(key(run_id, "fin"))
+        raw, attempts, *finished = pipe.execute()
+        return Outcomes(
+            {s: text(r) for s, r in zip(steps, raw, strict=True) if r is not None},
+            {text(k): int(v) for k, v in attempts.items()},
+            {text(k): float(v) for k, v in (finished[0] if finished else {}).items()},
+        )
 
     def reached(self, run_id: str, steps: list[str]) -> bool:
         """Whether each of ``steps`` was delivered (claimed at its first attempt) or has a
