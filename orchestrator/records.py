@@ -268,6 +268,8 @@ class Outcomes:
     """Encoded results of the steps asked about that have one."""
     attempts: dict[str, int]
     """The current attempt of each step or item that was retried."""
+    started: dict[str, float]
+    """When each step or item was first claimed (epoch seconds, its worker's clock)."""
     finished: dict[str, float]
     """When each step or item that succeeded finished (epoch seconds, its worker's clock)."""
 
@@ -281,6 +283,7 @@ class Settled:
     result: str
     attempt: int
     skipped: bool = False
+    started_at: datetime | None = None
     finished_at: datetime | None = None
 
 

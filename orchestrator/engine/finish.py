@@ -119,10 +119,12 @@ def settled(step: Step, found: Outcomes) -> tuple[Settled, ...]:
     """The outcome of each step of the run, and of each item of its ``for_each`` steps (the
     items of the mapped step's list), as Redis has them; none past :data:`SETTLED_LIMIT`."""
 
+    def moment(times: dict[str, float], name: str) -> datetime | None:
+        return datetime.fromtimestamp(times[name], UTC) if name in times else None
+
     def outcome(name: str, encoded: str, skipped: bool = False) -> Settled:
-        at = found.finished.get(name)
-        when = datetime.fromtimestamp(at, UTC) if at is not None else None
-        return Settled(name, encoded, found.attempts.get(name, 1), skipped, when)
+        started, finished = moment(found.started, name), moment(found.finished, name)
+        return Settled(name, encoded, found.attempts.get(name, 1), skipped, started, finished)
 
     out: list[Settled] = []
     for spec_step in step.spec.steps:

@@ -36,6 +36,7 @@ class _Run:
     results: dict[str, str] = field(default_factory=dict)
     deliveries: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     attempts: dict[str, int] = field(default_factory=dict)
+    started: dict[str, float] = field(default_factory=dict)
     finished: dict[str, float] = field(default_factory=dict)
     retries: dict[tuple[str, int], str] = field(default_factory=dict)
     joins: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
@@ -103,6 +104,7 @@ class MemoryRunState:
             self._leases[(run_id, step_id, attempt)] = (owner, self.clock() + lease_ms / 1000)
             run.deliveries[f"{step_id}:{attempt}"] += 1
             run.retries.pop((step_id, attempt), None)
+            run.started.setdefault(step_id, time.time())
             values = tuple(decode(run.results[p]) for p in parents)
             return Claim("go", deliveries=run.deliveries[f"{step_id}:{attempt}"], parents=values)
 
@@ -188,11 +190,14 @@ class MemoryRunState:
 
     def outcomes(self, run_id: str, steps: list[str], times: bool = True) -> Outcomes:
         """The encoded results of those ``steps`` that have one, the current attempt of every
-        step (or item) that was retried, and (``times``) when each finished."""
+        step (or item) that was retried, and (``times``) when each was first claimed and when
+        it finished."""
         with self._lock:
             run = self._runs[run_id]
             results = {s: run.results[s] for s in steps if s in run.results}
-            return Outcomes(results, dict(run.attempts), dict(run.finished) if times else {})
+            if not times:
+                return Outcomes(results, dict(run.attempts), {}, {})
+            return Outcomes(results, dict(run.attempts), dict(run.started), dict(run.finished))
 
     def reached(self, run_id: str, steps: list[str]) -> bool:
         """Whether each of ``steps`` was delivered at its first attempt or has a result."""
@@ -300,6 +305,7 @@ class MemoryRunState:
         with self._lock:
             run = self._runs[run_id]
             run.flag = str(status)
+            run.started.clear()
             run.finished.clear()
             if status == RunStatus.SUCCEEDED:
                 run.results.clear()

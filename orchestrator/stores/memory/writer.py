@@ -144,6 +144,7 @@ def _final(row: RunRow, final: RunFinal) -> list[Ended]:
 def _settle(step: StepRow, settled: Settled, at: datetime) -> None:
     """A step's row as its run's end found it in Redis (the condition of ``_SETTLE``)."""
     step.attempts = max(step.attempts, settled.attempt)
+    step.started_at = step.started_at or settled.started_at
     step.finished_at = step.finished_at or settled.finished_at or at
     if settled.skipped:
         step.status = StepStatus.SKIPPED

@@ -106,11 +106,13 @@ _SETTLE = text(f"""
 UPDATE task_runs t SET status = CASE WHEN v.skipped THEN 'skipped' ELSE 'succeeded' END,
     attempts = GREATEST(t.attempts, v.attempt),
     result = CASE WHEN v.skipped THEN t.result ELSE v.result END,
+    started_at = COALESCE(t.started_at, v.started_at),
     finished_at = COALESCE(t.finished_at, v.finished_at, :at),
     error = CASE WHEN v.skipped THEN t.error END
 FROM unnest(CAST(:step_id AS TEXT[]), CAST(:result AS JSONB[]), CAST(:attempt AS INT[]),
-            CAST(:skipped AS BOOLEAN[]), CAST(:finished_at AS TIMESTAMPTZ[]))
-    AS v(step_id, result, attempt, skipped, finished_at)
+            CAST(:skipped AS BOOLEAN[]), CAST(:started_at AS TIMESTAMPTZ[]),
+            CAST(:finished_at AS TIMESTAMPTZ[]))
+    AS v(step_id, result, attempt, skipped, started_at, finished_at)
 WHERE t.run_id = CAST(:run_id AS UUID) AND t.step_id = v.step_id
   AND t.status NOT IN {SQL_STEPS_ENDED}
 """)
@@ -261,6 +263,7 @@ def _settle_params(final: RunFinal) -> dict[str, Any]:
         "result": [codec.for_postgres(codec.Encoded(r.result)) for r in rows],
         "attempt": [r.attempt for r in rows],
         "skipped": [r.skipped for r in rows],
+        "started_at": [r.started_at for r in rows],
         "finished_at": [r.finished_at for r in rows],
     }
 

@@ -8,8 +8,9 @@ lists the ``KEYS`` and ``ARGV`` it is called with.
 from __future__ import annotations
 
 CLAIM = """
--- KEYS: ctl, res, lease, deliveries, retry, attempt
--- ARGV: step, owner, lease ms, ttl, steal (a dead holder), delivery field, attempt, parents...
+-- KEYS: ctl, res, lease, deliveries, retry, attempt, start
+-- ARGV: step, owner, lease ms, ttl, steal (a dead holder), delivery field, attempt, now (epoch
+--       seconds), parents...
 local flag = redis.call('GET', KEYS[1])
 if flag then return {'flag', flag} end
 local done = redis.call('HGET', KEYS[2], ARGV[1])
@@ -19,7 +20,7 @@ if current and tonumber(current) > tonumber(ARGV[7]) then return {'stale', curre
 local holder = redis.call('GET', KEYS[3])
 if holder and holder ~= ARGV[2] and holder ~= ARGV[5] then return {'busy', holder} end
 local out = {'go', '0'}
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   local v = redis.call('HGET', KEYS[2], ARGV[i])
   if not v then return {'missing', ARGV[i]} end
   table.insert(out, v)
@@ -28,6 +29,8 @@ redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
 out[2] = tostring(redis.call('HINCRBY', KEYS[4], ARGV[6], 1))
 redis.call('EXPIRE', KEYS[4], ARGV[4])
 redis.call('DEL', KEYS[5])
+redis.call('HSETNX', KEYS[7], ARGV[1], ARGV[8])
+redis.call('EXPIRE', KEYS[7], ARGV[4])
 return out
 """
 
@@ -89,10 +92,10 @@ return n
 """
 
 END = """
--- KEYS: ctl, res, deliveries, parked, attempt, fin
+-- KEYS: ctl, res, deliveries, parked, attempt, fin, start
 -- ARGV: final status, ttl of the kept flag (and of a failed or cancelled run's results)
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
 if ARGV[1] == 'succeeded' then
   redis.call('DEL', KEYS[2])
 else

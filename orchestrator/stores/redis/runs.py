@@ -101,6 +101,7 @@ class RunState:
             key(run_id, "deliveries"),
             retry_key(run_id, step_id, attempt),
             key(run_id, "attempt"),
+            key(run_id, "start"),
         ]
         args: list[str | int] = [
             step_id,
@@ -110,6 +111,7 @@ class RunState:
             steal,
             f"{step_id}:{attempt}",
             attempt,
+            repr(time.time()),
             *parents,
         ]
         reply = self._claim(keys=keys, args=args)
@@ -193,6 +195,7 @@ class RunState:
                 key(run_id, "parked"),
                 key(run_id, "attempt"),
                 key(run_id, "fin"),
+                key(run_id, "start"),
             ],
             args=[status, self.ended_ttl],
         )
@@ -258,17 +261,21 @@ class RunState:
 
     def outcomes(self, run_id: str, steps: list[str], times: bool = True) -> Outcomes:
         """The encoded results of those ``steps`` that have one, the current attempt of every
-        step (or item) that was retried, and (``times``) when each finished; one round trip."""
+        step (or item) that was retried, and (``times``) when each was first claimed and when
+        it finished; one round trip."""
         pipe = self.client.pipeline(transaction=False)
         pipe.hmget(key(run_id, "res"), steps)
         pipe.hgetall(key(run_id, "attempt"))
         if times:
+            pipe.hgetall(key(run_id, "start"))
             pipe.hgetall(key(run_id, "fin"))
-        raw, attempts, *finished = pipe.execute()
+        raw, attempts, *moments = pipe.execute()
+        started, finished = moments or ({}, {})
         return Outcomes(
             {s: text(r) for s, r in zip(steps, raw, strict=True) if r is not None},
             {text(k): int(v) for k, v in attempts.items()},
-            {text(k): float(v) for k, v in (finished[0] if finished else {}).items()},
+            {text(k): float(v) for k, v in started.items()},
+            {text(k): float(v) for k, v in finished.items()},
         )
 
     def reached(self, run_id: str, steps: list[str]) -> bool:

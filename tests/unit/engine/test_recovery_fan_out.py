@@ -124,10 +124,10 @@ def test_a_run_end_writes_the_steps_other_writers_have_not_written(engine: Engin
     assert history.get_run(run.id).status == RunStatus.SUCCEEDED  # type: ignore[union-attr]
     item = engine.steps(run)["work[1]"]
     assert (item.status, item.result, item.attempts) == (StepStatus.SUCCEEDED, 2, 1)
-    # with when it finished (Redis noted it), not when the run ended
+    # with when it started and finished (Redis noted both), not when the run ended
     ended = run.record().finished_at
-    assert item.finished_at is not None and ended is not None
-    assert item.finished_at <= ended
+    assert item.started_at is not None and item.finished_at is not None and ended is not None
+    assert item.started_at <= item.finished_at <= ended
     assert run.wait() == [0, 2, 4]
 
 
