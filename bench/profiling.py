@@ -11,14 +11,20 @@ benchmarks are not slowed.
 SQL statements are counted with a SQLAlchemy ``before_cursor_execute`` listener on every
 ``Engine`` of the process (the orchestrator reaches PostgreSQL only through SQLAlchemy), keyed by
 verb and table (``INSERT step_attempts``), plus one count per ``COMMIT``.
+
+Also here, for the benches that watch other processes (``bench_sustained.py``,
+``bench_steps_per_run.py``, ``bench_rss.py``): a process tree's CPU and a process's RSS, read
+from ``/proc``.
 """
 
 from __future__ import annotations
 
 import cProfile
 import json
+import os
 import re
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 PROFILE_ENV = "BENCH_PROFILE"
@@ -85,3 +91,53 @@ def stop(path: str | None = None) -> dict[str, int]:
         with open(f"{path}.sql.json", "w") as out:
             json.dump(counts, out)
     return counts
+
+
+# -- CPU and memory of other processes, read from /proc -------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """``/proc/PID/stat`` from the state field on (the name may hold spaces), or None."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def _processes() -> dict[int, list[str]]:
+    """Every live process's stat fields (from the state on), by pid: one pass over /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))) is not None:
+            found[int(entry.name)] = fields
+    return found
+
+
+def children(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid`` (a prefork worker's pool), by pid."""
+    return sorted(p for p, fields in _processes().items() if int(fields[1]) == pid)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and of every descendant, live or ended.
+
+    Each live process counts its own time and that of its children it has reaped (``cutime``,
+    ``cstime``), so a PostgreSQL backend that exits between two readings still counts, in its
+    postmaster's figure."""
+    table = _processes()
+    ticks, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        if current in table:
+            ticks += sum(int(f) for f in table[current][11:15])  # utime, stime, cutime, cstime
+            todo.extend(p for p, fields in table.items() if int(fields[1]) == current)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float | None:
+    """Resident memory of ``pid`` in MiB (``/proc/PID/statm``), None once it has exited."""
+    try:
+        resident = int((Path("/proc") / str(pid) / "statm").read_text().split()[1])
+    except (OSError, IndexError):
+        return None
+    return resident * os.sysconf("SC_PAGE_SIZE") / 2**20
