@@ -72,7 +72,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_track_started": True,
-        "task_send_sent_event": True,
+        # workers' task events are on (Flower's live view); a sent event per published message
+        # would cost every publisher a Redis round trip, and Flower shows tasks without it
+        "task_send_sent_event": False,
         "worker_send_task_events": True,
         "result_expires": settings.result_expires,
         "result_extended": True,
