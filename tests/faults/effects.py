@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS executions (
     at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS executions_run ON executions (run_id, step_id);
+-- a retry after a commit whose reply was lost (PostgreSQL restarted) must not count twice
+CREATE UNIQUE INDEX IF NOT EXISTS executions_exec_id ON executions (exec_id);
 CREATE INDEX IF NOT EXISTS effects_run ON effects (run_id, step_id);
 -- chaos test: when a step body ended (NULL: killed) and when it was last seen alive
 ALTER TABLE executions ADD COLUMN IF NOT EXISTS ended_at timestamptz;
@@ -92,7 +94,8 @@ def _write(effect: bool, budget: float = 60.0) -> bool | None:
                     inserted = row is not None
                 conn.execute(
                     "INSERT INTO executions (exec_id, key, run_id, step_id, attempt, pid, "
-                    "inserted) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    "inserted) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (exec_id) DO NOTHING",
                     (exec_id, key, run, step, attempt, os.getpid(), inserted),
                 )
             return inserted
@@ -165,7 +168,8 @@ def _execution_started(effect: bool, budget: float = 60.0) -> str:
                     inserted = row is not None
                 conn.execute(
                     "INSERT INTO executions (exec_id, key, run_id, step_id, attempt, pid, "
-                    "inserted, seen_at) VALUES (%s, %s, %s, %s, %s, %s, %s, clock_timestamp())",
+                    "inserted, seen_at) VALUES (%s, %s, %s, %s, %s, %s, %s, clock_timestamp()) "
+                    "ON CONFLICT (exec_id) DO NOTHING",
                     (exec_id, key, run, step, attempt, os.getpid(), inserted),
                 )
             return exec_id
