@@ -17,7 +17,9 @@ at a time. Each pass (every ``ORCHESTRATOR_RECONCILE_INTERVAL`` seconds):
    within a third of that (after a Redis restart, say), and must not see its step run twice.
    The leases looked at are those of the steps history shows running and, in the runs history
    shows quiet for a lease period, of the attempts claimed in Redis that have no result (a
-   worker killed within its history writer's flush window leaves its step pending in history).
+   worker killed within its history writer's flush window leaves its step pending in history)
+   and of the steps that have a result in Redis but have not ended in history (killed after
+   the result, before its history and what follows it: a chord's count, a chain's next link).
    With the default settings (lease 30 s, a pass every 5 s) a killed step's run is recovered
    about 60-70 s after the kill: its lease expires up to 30 s after it, is then missing for a
    lease period, and the next pass re-plans the run. A run whose pending steps' queues still
@@ -231,7 +233,20 @@ class Reconciler:
         (at most :data:`CLAIM_CANDIDATES`). A parked step, or one waiting for its child run,
         holds a lease in its waiting owner's name, so it is never among them."""
         quiet = self.rt.history.stalled_runs(lease, limit=CLAIM_CANDIDATES)
-        return self.rt.state.lapsed_claims(quiet) if quiet else []
+        if not quiet:
+            return []
+        return self.rt.state.lapsed_claims(quiet) + self._ended_unrecorded(quiet)
+
+    def _ended_unrecorded(self, quiet: list[str]) -> list[Lease]:
+        """Steps of quiet runs that ended in Redis (a result) while history shows them not
+        ended: their process was killed after their result and before their history and
+        what follows them (a chord's count, the next link): nothing else moves the run on."""
+        found: list[Lease] = []
+        for run_id in quiet:
+            unended = [s for s in self.rt.history.get_steps(run_id) if not s.status.terminal]
+            done = self.rt.state.stored(run_id, [s.step_id for s in unended]) if unended else {}
+            found += [(run_id, s.step_id, max(1, s.attempts)) for s in unended if s.step_id in done]
+        return found
 
     def _still_missing(
         self, suspects: list[tuple[str, str, int]], seen: dict[tuple[str, str, int], float]

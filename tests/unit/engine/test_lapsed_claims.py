@@ -198,3 +198,25 @@ def check_lapsed_claim_rules(
 def test_the_memory_twin_keeps_the_lapsed_claim_rules() -> None:
     clock = ManualClock()
     check_lapsed_claim_rules(MemoryRunState(clock), clock.advance, LEASE_MS)
+
+
+def test_a_step_that_ended_in_redis_but_not_in_history_moves_its_run_on(engine: Engine) -> None:
+    # Given a chain whose step b succeeded in run state, in a process killed before its history
+    # writer flushed and before its canvas moved on (c was never published)
+    run = engine.start(CHAIN, {"start": 1})
+    engine.take()["a"].execute()
+    b = engine.take()["b"]
+    submit = engine.rt.writer.submit
+    engine.rt.writer.submit = lambda event: None  # type: ignore[method-assign]
+    b.execute()
+    engine.rt.writer.submit = submit  # type: ignore[method-assign]
+    engine.worker.purge()  # c's message, lost with the killed worker
+    assert engine.steps(run)["b"].status == StepStatus.PENDING
+    reconciler = Reconciler(engine.rt, clock=engine.state_clock)
+    assert _recovered(reconciler) == 0
+    # When the run has been quiet for a lease period, b is a suspect; a lease period later the
+    # run is recovered: b is recorded from run state (not run again) and c runs
+    _later(engine, 31)
+    _recovered_a_lease_period_later(engine, reconciler)
+    _ends(engine, run, [("a", 1), ("b", 1), ("c", 1)])
+    assert engine.steps(run)["b"].status == StepStatus.SUCCEEDED
