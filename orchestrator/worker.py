@@ -33,7 +33,7 @@ from orchestrator.engine.canvas import CTX_KEY
 from orchestrator.engine.failure import fail_run
 from orchestrator.engine.services import Services, services_of
 from orchestrator.logs import configure
-from orchestrator.ops import forksafe, monitoring
+from orchestrator.ops import forksafe, monitoring, pool_guard
 from orchestrator.ops.delays import DelayPump
 from orchestrator.ops.periodic import install as install_schedules
 from orchestrator.ops.reconciler import Reconciler
@@ -96,6 +96,7 @@ def load_modules(services: Services) -> None:
 
 
 kombu_fixes.install()  # a worker survives a Redis restart
+pool_guard.install()  # ... also when a pool process exits as it reconnects
 app = get_app()
 services = services_of(app)
 if flower_command():
