@@ -54,7 +54,7 @@ _default_lock = threading.RLock()
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """Celery settings derived from ours: JSON only, late acks, events on, results expiring."""
+    """Celery settings derived from ours: JSON only, late acks, results expiring."""
     # a hung broker must not block a submit forever (kombu's Redis transport waits by default)
     visibility = {
         "visibility_timeout": settings.visibility_timeout,
@@ -72,10 +72,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_track_started": True,
-        # workers' task events are on (Flower's live view); a sent event per published message
-        # would cost every publisher a Redis round trip, and Flower shows tasks without it
+        # task events as Celery has them: off unless asked for (a Redis round trip each);
+        # Flower turns them on in the workers it watches (`enable_events`), and shows tasks
+        # without sent events, which would cost every publisher a round trip per message
         "task_send_sent_event": False,
-        "worker_send_task_events": True,
+        "worker_send_task_events": settings.task_events,
         "result_expires": settings.result_expires,
         "result_extended": True,
         "broker_connection_retry_on_startup": True,

@@ -92,10 +92,11 @@ def list_runs(
     *,
     app: Celery | None = None,
 ) -> list[RunRecord]:
-    """Newest runs first, optionally of one workflow and/or status."""
-    return default_services(app).history.list_runs(
-        workflow, RunStatus(status) if status else None, limit
-    )
+    """Newest runs first, optionally of one workflow and/or status (with the end of each run
+    whose ``wait()`` in this process returned)."""
+    services = default_services(app)
+    services.ends_ahead.settle()
+    return services.history.list_runs(workflow, RunStatus(status) if status else None, limit)
 
 
 def workers(*, app: Celery | None = None) -> list[WorkerInfo]:

@@ -272,6 +272,20 @@ class Outcomes:
     """When each step or item was first claimed (epoch seconds, its worker's clock)."""
     finished: dict[str, float]
     """When each step or item that succeeded finished (epoch seconds, its worker's clock)."""
+    flag: str | None = None
+    """The run's control flag (``paused``, ``cancelled``, ``failed``), if one is set."""
+
+
+@dataclass(frozen=True)
+class EndNotice:
+    """A run's end as announced to those who wait for it (``RunStateStore.watch_done``).
+
+    History announces every end once it has written it (``output`` None). The worker that ends
+    a run that succeeded announces it before, with its encoded ``output`` from Redis, so that
+    ``RunHandle.wait()`` returns without waiting for history's transaction."""
+
+    status: str
+    output: str | None = None
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,12 @@ class Settings(BaseSettings):
     metrics_host: str = Field(
         "127.0.0.1", description="Address the metrics endpoint binds (0.0.0.0 in a container)."
     )
+    task_events: bool = Field(
+        False,
+        description="Workers send task events from the start, as `celery worker -E` (Celery's "
+        "default is off: each event costs a Redis round trip). Flower turns them on in the "
+        "workers it watches by itself, and `orchestrator dev` starts its worker with them.",
+    )
     log_format: Literal["text", "json"] = Field("text", description="Worker log line format.")
     worker_concurrency: int | None = Field(None, description="Default worker concurrency.")
 

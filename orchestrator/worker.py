@@ -4,7 +4,10 @@ Loaded by ``celery ... flower``, it makes Flower safe without ``--conf=config/fl
 (Flower reads ``flowerconfig.py`` only from the current directory or ``--conf``, and otherwise
 serves every interface with no authentication): it binds 127.0.0.1 and requires
 ``ORCHESTRATOR_FLOWER_BASIC_AUTH``, as ``config/flowerconfig.py`` does. Flower's config file,
-``FLOWER_*`` variables and command-line flags (``--address``, ``--port``) still win.
+``FLOWER_*`` variables and command-line flags (``--address``, ``--port``) still win. Workers
+send no task events unless told (``-E``, ``ORCHESTRATOR_TASK_EVENTS``), as Celery's default;
+Flower turns them on in the workers it watches, and this turns them on in the running ones at
+once.
 
 A workflow file that is not valid is logged and skipped (``orchestrator.core.registry``); a task
 module that cannot be imported stops the worker with a one-line reason. While it runs, the
@@ -83,6 +86,15 @@ def secure_flower(settings: Settings) -> None:
     options.basic_auth = [credentials]  # a list: Flower would split a string on commas
 
 
+def enable_task_events(celery_app: Any) -> None:
+    """Turn on task events in the workers running now: Flower turns them on in the workers it
+    watches, but first after 5 s (workers started later get them that way)."""
+    try:
+        celery_app.control.enable_events()
+    except Exception as exc:  # the broker is away: Flower's own timer tries again
+        print(f"orchestrator: could not turn on the workers' task events ({exc})", file=sys.stderr)
+
+
 def load_modules(services: Services) -> None:
     """Import the task modules and load the workflows, or exit with why (no traceback)."""
     try:
@@ -101,6 +113,7 @@ app = get_app()
 services = services_of(app)
 if flower_command():
     secure_flower(services.settings)
+    enable_task_events(app)
 load_modules(services)
 # without -Q a worker consumes the default queue and every queue a loaded workflow's steps name
 app.conf.task_queues = [

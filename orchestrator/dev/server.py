@@ -61,9 +61,12 @@ def worker_argv(name: str, *args: str, loglevel: str = "INFO") -> list[str]:
     ]
 
 
-def worker_service(env: dict[str, str], log: Path, concurrency: int, name: str) -> Service:
-    """``celery -A orchestrator.worker worker -c N``, ready once it logs so."""
-    argv = worker_argv(name, "-c", str(concurrency))
+def worker_service(
+    env: dict[str, str], log: Path, concurrency: int, name: str, events: bool = False
+) -> Service:
+    """``celery -A orchestrator.worker worker -c N`` (``-E``: with task events, for Flower),
+    ready once it logs so."""
+    argv = worker_argv(name, "-c", str(concurrency), *(["-E"] if events else []))
     return Service("worker", argv, log, log_says(b" ready."), env)
 
 
@@ -122,7 +125,11 @@ class DevStack:
 
     def _services(self, env: dict[str, str], conf: Path | None) -> list[Service]:
         logs = self.data_dir / "logs"
-        found = [worker_service(env, logs / "worker.log", self.options.concurrency, "dev")]
+        found = [
+            worker_service(
+                env, logs / "worker.log", self.options.concurrency, "dev", events=conf is not None
+            )
+        ]
         if self.options.beat:
             argv = [*CELERY, "beat", "--loglevel=INFO", "-s", str(self.data_dir / "beat-schedule")]
             found.append(Service("beat", argv, logs / "beat.log", log_says(b"Starting..."), env))

@@ -99,7 +99,9 @@ def finish_run(step: Step) -> None:
 
     The end carries every step's outcome as Redis has it (:func:`settled`): the steps that
     other pool processes ran may still wait in their writers' batches, and the run succeeds in
-    history (and its waiters hear of it) when this end is written, not a flush window later."""
+    history when this end is written, not a flush window later. Its waiters hear of it at once,
+    with the output (:class:`EndNotice`), unless the run was paused, cancelled or failed
+    meanwhile (history decides then) or the output is over :data:`NOTICE_LIMIT`."""
     sinks, steps = step.spec.sinks, [s.id for s in step.spec.steps]
     small = len(steps) <= SETTLED_LIMIT
     found = step.rt.state.outcomes(step.run_id, steps if small else sinks, times=small)
@@ -108,8 +110,13 @@ def finish_run(step: Step) -> None:
     output = values[0] if len(sinks) == 1 else dict(zip(sinks, values, strict=True))
     ended = settled(step, found) if small else ()
     step.rt.writer.submit(RunFinal(step.run_id, RunStatus.SUCCEEDED, now(), output, settled=ended))
+    encoded = encode(output)
+    if found.flag is None and len(encoded) <= NOTICE_LIMIT:
+        step.rt.state.notify_done(step.run_id, RunStatus.SUCCEEDED, encoded)
 
 
+NOTICE_LIMIT = 65536
+"""Largest encoded output announced with a run's end; a bigger one is read from history."""
 SETTLED_LIMIT = 1000
 """Most step and item rows a run's end writes from Redis (a bigger run's rows are its writers')."""
 SKIPPED_ENCODED = encode(SKIPPED)

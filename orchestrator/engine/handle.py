@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+from orchestrator.codec import decode
 from orchestrator.core.spec import WorkflowSpec
 from orchestrator.engine.hooks import cancel_run
 from orchestrator.engine.inherit import inherited
@@ -32,6 +33,7 @@ class RunHandle:
         return f"<RunHandle {self.id}>"
 
     def record(self) -> RunRecord:
+        self._rt.ends_ahead.settle([self.id])
         found = self._rt.history.get_run(self.id)
         if found is None:
             raise RunNotFound(self.id)
@@ -43,6 +45,7 @@ class RunHandle:
     def steps(self) -> list[StepRun]:
         """The run's steps (and ``for_each`` items); a step that has not ended says what it
         waits for (``waiting_for``, ``waiting_detail``) while the run goes on."""
+        self._rt.ends_ahead.settle([self.id])
         steps = self._rt.history.get_steps(self.id)
         if all(s.status.terminal for s in steps):
             return steps
@@ -71,11 +74,17 @@ class RunHandle:
     ) -> Any:
         """Block until the run ends; its output, or ``WorkflowFailed`` / ``TimeoutError``.
 
-        Wakes on the run's completion message in Redis, and meanwhile re-reads PostgreSQL only
-        every ``progress_every`` seconds (calling ``on_progress``), never in a tight loop.
+        Wakes on the run's end announced in Redis, and meanwhile re-reads PostgreSQL only
+        every ``progress_every`` seconds (calling ``on_progress``), never in a tight loop. A
+        run that succeeds is announced by its worker with its output as soon as it ends, before
+        history's transaction; this process's next read of the run then waits (a few
+        milliseconds) until history has the end too (``engine.ends_ahead``).
         """
         limit = 10.0**9 if timeout is None else timeout
-        for _announced in self._rt.state.watch_done(self.id, limit, tick=progress_every):
+        for notice in self._rt.state.watch_done(self.id, limit, tick=progress_every):
+            if notice is not None and notice.output is not None:
+                self._rt.ends_ahead.note(self.id)
+                return decode(notice.output)
             try:
                 record = self.record()
             except ServiceUnavailable:
@@ -123,6 +132,7 @@ class RunHandle:
 
     def pause(self) -> bool:
         """Steps not yet started wait (running ones finish); False if the run had ended."""
+        self._rt.ends_ahead.settle([self.id])
         state = self._rt.state
         if not self._rt.history.transition(
             self.id,

@@ -23,6 +23,7 @@ from celery import Celery
 from orchestrator.core import registry
 from orchestrator.core.planner import Plan, build_plan
 from orchestrator.core.spec import WorkflowSpec
+from orchestrator.engine.ends_ahead import EndsAhead
 from orchestrator.engine.hooks import on_run_ended
 from orchestrator.engine.leases import LeaseKeeper
 from orchestrator.errors import OrchestratorError
@@ -118,6 +119,7 @@ class Services:
         self._workers = Lazy(lambda: adapters.workers(self.state))
         self._writer = Lazy(lambda: adapters.writer(self.history, self._announce))
         self._leases = Lazy(lambda: LeaseKeeper(lambda: self.state, settings.lease_seconds))
+        self.ends_ahead = EndsAhead(lambda: self.state, lambda: self.history)
         self._plans: OrderedDict[PlanKey, tuple[WorkflowSpec, Plan]] = OrderedDict()
         self._lock = threading.Lock()
         self._modules_loaded = False

@@ -49,6 +49,7 @@ def send_signal(
     ``InvalidTransition`` (the run has ended); nothing is written then."""
     size = _checked(run_id, name, payload)
     sender = sender or default_sender()
+    rt.ends_ahead.settle([run_id])  # a run whose wait() returned here is seen ended
     record = rt.history.get_run(run_id)
     if record is None:
         raise RunNotFound(run_id)

@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any
 
 from orchestrator.codec import decode, encode
-from orchestrator.records import Claim, Lease, Outcomes
+from orchestrator.records import Claim, EndNotice, Lease, Outcomes
 from orchestrator.status import RunStatus
 
 INPUTS = "__inputs__"
@@ -53,7 +53,7 @@ class MemoryRunState:
         self._marks: dict[str, tuple[str, float]] = {}  # holds and locks -> token, expires at
         self._lock = threading.RLock()
         self._done = threading.Condition(self._lock)
-        self._announced: dict[str, int] = defaultdict(int)
+        self._announced: dict[str, list[EndNotice]] = defaultdict(list)
         self._publishing: dict[str, float] = {}  # run id -> when noted (``begin_run``)
 
     def ping(self) -> None:
@@ -196,8 +196,9 @@ class MemoryRunState:
             run = self._runs[run_id]
             results = {s: run.results[s] for s in steps if s in run.results}
             if not times:
-                return Outcomes(results, dict(run.attempts), {}, {})
-            return Outcomes(results, dict(run.attempts), dict(run.started), dict(run.finished))
+                return Outcomes(results, dict(run.attempts), {}, {}, run.flag)
+            started, finished = dict(run.started), dict(run.finished)
+            return Outcomes(results, dict(run.attempts), started, finished, run.flag)
 
     def reached(self, run_id: str, steps: list[str]) -> bool:
         """Whether each of ``steps`` was delivered at its first attempt or has a result."""
@@ -321,26 +322,31 @@ class MemoryRunState:
             for lease in [lease for lease in self._leases if lease[0] == run_id]:
                 del self._leases[lease]
 
-    def notify_done(self, run_id: str, status: RunStatus) -> None:
+    def notify_done(self, run_id: str, status: RunStatus, output: str | None = None) -> None:
         with self._done:
-            self._announced[run_id] += 1
+            self._announced[run_id].append(EndNotice(status, output))
             self._done.notify_all()
 
-    def watch_done(self, run_id: str, timeout: float, tick: float = 2.0) -> Iterator[bool]:
-        """Yields True when the run's end is announced, False every ``tick`` seconds meanwhile;
-        an end announced after the first yield is seen (as with subscribing first)."""
+    def watch_done(
+        self, run_id: str, timeout: float, tick: float = 2.0
+    ) -> Iterator[EndNotice | None]:
+        """Yields each announcement of the run's end, None every ``tick`` seconds meanwhile
+        (and once at first); an end announced after the first yield is seen (as with
+        subscribing first)."""
         with self._lock:
-            seen = self._announced[run_id]
+            seen = len(self._announced[run_id])
         deadline = time.monotonic() + timeout
-        yield False
+        yield None
         while (left := deadline - time.monotonic()) > 0:
             with self._done:
                 self._done.wait_for(partial(self._news, run_id, seen), min(tick, left))
-                announced, seen = self._news(run_id, seen), self._announced[run_id]
-            yield announced
+                notices = self._announced[run_id]
+                notice = notices[seen] if self._news(run_id, seen) else None
+                seen += notice is not None
+            yield notice
 
     def _news(self, run_id: str, seen: int) -> bool:
-        return self._announced[run_id] != seen
+        return len(self._announced[run_id]) > seen
 
     # -- submit: the first call to Redis, and the runs being published (``engine.submit``)
 

@@ -23,7 +23,7 @@ import redis
 
 from orchestrator.codec import decode, encode
 from orchestrator.errors import ServiceUnavailable
-from orchestrator.records import Claim, Lease, Outcomes
+from orchestrator.records import Claim, EndNotice, Lease, Outcomes
 from orchestrator.settings import redact
 from orchestrator.stores.redis import run_scripts
 from orchestrator.stores.redis.run_keys import (
@@ -266,16 +266,18 @@ class RunState:
         pipe = self.client.pipeline(transaction=False)
         pipe.hmget(key(run_id, "res"), steps)
         pipe.hgetall(key(run_id, "attempt"))
+        pipe.get(key(run_id, "ctl"))
         if times:
             pipe.hgetall(key(run_id, "start"))
             pipe.hgetall(key(run_id, "fin"))
-        raw, attempts, *moments = pipe.execute()
+        raw, attempts, flag, *moments = pipe.execute()
         started, finished = moments or ({}, {})
         return Outcomes(
             {s: text(r) for s, r in zip(steps, raw, strict=True) if r is not None},
             {text(k): int(v) for k, v in attempts.items()},
             {text(k): float(v) for k, v in started.items()},
             {text(k): float(v) for k, v in finished.items()},
+            None if flag is None else text(flag),
         )
 
     def reached(self, run_id: str, steps: list[str]) -> bool:
@@ -332,11 +334,17 @@ class RunState:
             return True
         return False
 
-    def notify_done(self, run_id: str, status: str) -> None:
-        self.client.publish(done_channel(run_id), status)
+    def notify_done(self, run_id: str, status: str, output: str | None = None) -> None:
+        """Announce the run's end: its status (history wrote it), or with the encoded
+        ``output`` (its worker, before history: see :class:`EndNotice`)."""
+        payload = status if output is None else encode({"status": status, "output": output})
+        self.client.publish(done_channel(run_id), payload)
 
-    def watch_done(self, run_id: str, timeout: float, tick: float = 2.0) -> Iterator[bool]:
-        """Yields True when the run's end is announced, False every ``tick`` seconds meanwhile.
+    def watch_done(
+        self, run_id: str, timeout: float, tick: float = 2.0
+    ) -> Iterator[EndNotice | None]:
+        """Yields each announcement of the run's end, None every ``tick`` seconds meanwhile
+        (and once at first).
 
         Subscribe first, then the caller checks PostgreSQL, so an end announced in between is
         still seen.
@@ -345,10 +353,10 @@ class RunState:
         try:
             pubsub.subscribe(done_channel(run_id))
             deadline = time.monotonic() + timeout
-            yield False
+            yield None
             while (left := deadline - time.monotonic()) > 0:
                 message = pubsub.get_message(timeout=min(tick, left))
-                yield message is not None
+                yield None if message is None else end_notice(text(message["data"]))
         finally:
             pubsub.close()
 
@@ -425,3 +433,11 @@ class RunState:
             for run_id, found in zip(run_ids, pipe.execute(), strict=True)
             for step, attempt in zip(found[0::2], found[1::2], strict=True)
         ]
+
+
+def end_notice(payload: str) -> EndNotice:
+    """An announcement as ``notify_done`` published it (an older worker's is the status)."""
+    if not payload.startswith("{"):
+        return EndNotice(payload)
+    data = decode(payload)
+    return EndNotice(str(data["status"]), data.get("output"))
