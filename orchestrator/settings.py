@@ -89,9 +89,10 @@ class Settings(BaseSettings):
         "while a step is ready, is recovered.",
     )
     history_flush_interval: float = Field(
-        0.02,
+        0.1,
         description="Longest a history event waits in a worker before it is written (events "
-        "that arrive while a batch is being written form the next batch).",
+        "that arrive while a batch is being written form the next batch); a run's end is "
+        "written at once, and `wait()` does not wait for history.",
     )
     history_batch_size: int = Field(1000, description="Most history events written at once.")
     history_queue_size: int = Field(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -143,3 +144,58 @@ def test_a_process_holds_at_most_two_postgresql_connections() -> None:
         assert (engine.pool.size(), engine.pool._max_overflow) == (1, 1)  # type: ignore[attr-defined]
     finally:
         engine.dispose()
+
+
+class Batches:
+    """A writer whose transactions are noted, not sent (``_commit`` replaced)."""
+
+    def __init__(self, flush_interval: float, batch_size: int = 1000) -> None:
+        from typing import Any, cast
+
+        from orchestrator.stores.postgres.writer import HistoryWriter
+
+        self.written: list[tuple[float, int]] = []  # when, how many events
+        self.writer = HistoryWriter(
+            cast(Any, None), flush_interval=flush_interval, batch_size=batch_size
+        )
+        self.writer._commit = self._commit  # type: ignore[method-assign]
+
+    def _commit(self, events: Sequence[object]) -> list[tuple[str, str]]:
+        self.written.append((time.monotonic(), len(events)))
+        return []
+
+
+def step_event(n: int) -> StepEvent:
+    return StepEvent("r", f"s{n}", 1, StepStatus.RUNNING, T0)
+
+
+def test_events_wait_out_the_window_and_are_written_in_one_batch() -> None:
+    batches = Batches(flush_interval=0.3)
+    started = time.monotonic()
+    for n in range(50):
+        batches.writer.submit(step_event(n))
+    time.sleep(0.6)
+    assert [count for _, count in batches.written] == [50]
+    assert batches.written[0][0] - started >= 0.25
+    batches.writer.close()
+
+
+def test_a_run_end_a_flush_or_a_full_batch_is_written_without_waiting_the_window() -> None:
+    # Given a writer with a long window
+    batches = Batches(flush_interval=30.0, batch_size=10)
+    # When a run ends: its batch is written at once
+    batches.writer.submit(step_event(0))
+    batches.writer.submit(RunFinal("r", RunStatus.SUCCEEDED, T0, output=1))
+    deadline = time.monotonic() + 5
+    while not batches.written and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [count for _, count in batches.written] == [2]
+    # When more than a batch is queued: batch after batch, none waits the window
+    started = time.monotonic()
+    for n in range(25):
+        batches.writer.submit(step_event(n))
+    # And a flush asked for is done at once
+    assert batches.writer.flush(timeout=5)
+    assert time.monotonic() - started < 5
+    assert sum(count for _, count in batches.written[1:]) == 25
+    batches.writer.close(timeout=5)

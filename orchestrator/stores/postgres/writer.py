@@ -104,6 +104,7 @@ class HistoryWriter:
         self._lock = threading.Lock()
         self._pending = 0
         self._idle = threading.Condition(self._lock)
+        self._urgent = threading.Event()  # write without waiting out the window
 
     def submit(self, event: Event) -> None:
         """Queue an event; blocks while the queue is full (back-pressure). The writer thread
@@ -113,6 +114,8 @@ class HistoryWriter:
             self._pending += 1
             events = self._queue
         events.put(event)
+        if isinstance(event, RunFinal) or events.qsize() >= self.batch_size:
+            self._urgent.set()  # a run ended (its end is awaited), or a batch is full
 
     def _ensure_thread(self) -> None:
         if self._pid != os.getpid():  # a forked child: the parent's queue and thread aren't ours
@@ -129,6 +132,7 @@ class HistoryWriter:
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every queued event is written; False if ``timeout`` passed first."""
         deadline = time.monotonic() + timeout
+        self._urgent.set()
         with self._idle:
             while self._pending:
                 left = deadline - time.monotonic()
@@ -148,6 +152,7 @@ class HistoryWriter:
         with contextlib.suppress(queue.Full):
             # after the queued events: it ends the batch being collected, which is written
             self._queue.put(None, timeout=timeout)
+        self._urgent.set()
         thread.join(max(0.0, deadline - time.monotonic()))
         if self._pending:
             log.error("history writer closed with %d events unwritten", self._pending)
@@ -166,16 +171,20 @@ class HistoryWriter:
                 return
 
     def _fill(self, batch: list[Event], deadline: float) -> bool:
+        """Wait out the window (or until a run ends, a batch is full, or a flush or close is
+        asked for), then take what is queued. The thread wakes once per batch, not once per
+        event: a wake-up takes the GIL from the step that submitted the event."""
+        self._urgent.wait(max(0.0, deadline - time.monotonic()))
+        self._urgent.clear()
         while len(batch) < self.batch_size:
             try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                item = self._queue.get_nowait()
             except queue.Empty:
                 return False
             if item is None:
                 return True
             batch.append(item)
-            if isinstance(item, RunFinal):
-                return False  # a run ended: write now, its waiter is listening
+        self._urgent.set()  # more is queued: the next batch does not wait
         return False
 
     def _write(self, batch: list[Event]) -> None:
