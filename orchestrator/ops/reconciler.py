@@ -64,7 +64,12 @@ from orchestrator.engine.services import Services
 from orchestrator.engine.sleeping import wake_due
 from orchestrator.errors import ServiceUnavailable
 from orchestrator.ops.queue_timeouts import expire_queued
-from orchestrator.ops.recovery import fan_out_busy, record_unrecorded, recover_run
+from orchestrator.ops.recovery import (
+    ended_unrecorded,
+    fan_out_busy,
+    record_unrecorded,
+    recover_run,
+)
 from orchestrator.ops.slots import may_publish, repair_slots
 from orchestrator.records import Lease
 from orchestrator.status import RunStatus, StepStatus
@@ -143,9 +148,7 @@ class Reconciler:
         )
 
     def _record_steps(self, run_id: str) -> bool:
-        steps = self.rt.history.get_steps(run_id)
-        done = {s.step_id for s in steps if s.status in (StepStatus.SUCCEEDED, StepStatus.SKIPPED)}
-        found = record_unrecorded(self.rt, run_id, steps, dict.fromkeys(done))
+        found = record_unrecorded(self.rt, run_id, self.rt.history.get_steps(run_id))
         if found:
             log.warning("run %s: recorded %d step(s) whose history was lost", run_id, len(found))
         return bool(found)
@@ -243,9 +246,9 @@ class Reconciler:
         what follows them (a chord's count, the next link): nothing else moves the run on."""
         found: list[Lease] = []
         for run_id in quiet:
-            unended = [s for s in self.rt.history.get_steps(run_id) if not s.status.terminal]
-            done = self.rt.state.stored(run_id, [s.step_id for s in unended]) if unended else {}
-            found += [(run_id, s.step_id, max(1, s.attempts)) for s in unended if s.step_id in done]
+            steps = self.rt.history.get_steps(run_id)
+            ended = ended_unrecorded(self.rt, run_id, steps)
+            found += [(run_id, s.step_id, max(1, s.attempts)) for s in steps if s.step_id in ended]
         return found
 
     def _still_missing(

@@ -32,6 +32,7 @@ from orchestrator.status import RunStatus, StepStatus
 
 log = logging.getLogger("orchestrator.recovery")
 UNENDED = (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.RETRYING)
+DONE = (StepStatus.SUCCEEDED, StepStatus.SKIPPED)
 
 
 def recover_run(rt: Services, run_id: str, reason: str) -> int | None:
@@ -56,7 +57,7 @@ def recover_run(rt: Services, run_id: str, reason: str) -> int | None:
     spec = WorkflowSpec.model_validate(data)
     done = {s.step_id: s.result for s in steps if s.status == StepStatus.SUCCEEDED}
     done.update({s.step_id: SKIPPED for s in steps if s.status == StepStatus.SKIPPED})
-    done.update(record_unrecorded(rt, run_id, steps, done))
+    done.update(record_unrecorded(rt, run_id, steps))
     if len(done) == len(steps):
         return None  # every step is done: the next pass finishes the run
     attempts = current_attempts(rt, run_id, steps)
@@ -104,11 +105,16 @@ def end_if_ended(rt: Services, run_id: str) -> bool:
     return True
 
 
-def record_unrecorded(
-    rt: Services, run_id: str, steps: list[StepRecord], done: dict[str, Any]
-) -> dict[str, Any]:
+def ended_unrecorded(rt: Services, run_id: str, steps: list[StepRecord]) -> dict[str, Any]:
+    """The results in Redis of the steps history does not show done (succeeded or skipped):
+    their process was killed after the result and before its history was written."""
+    unended = [s.step_id for s in steps if s.status not in DONE]
+    return rt.state.stored(run_id, unended) if unended else {}
+
+
+def record_unrecorded(rt: Services, run_id: str, steps: list[StepRecord]) -> dict[str, Any]:
     """Steps that succeeded in Redis but whose history died with their process: record them."""
-    found = rt.state.stored(run_id, [s.step_id for s in steps if s.step_id not in done])
+    found = ended_unrecorded(rt, run_id, steps)
     now = datetime.now(UTC)
     for step in steps:
         if step.step_id in found:

@@ -31,6 +31,16 @@ from orchestrator.stores.postgres.models import (
 )
 from orchestrator.stores.postgres.statuses import STEPS_ENDED
 
+# built once: a statement built per call costs more to build and look up than to send
+_NEW_SPEC = pg_insert(WorkflowSpecRow).on_conflict_do_nothing()
+_NEW_RUN = (
+    pg_insert(WorkflowRun)
+    .on_conflict_do_nothing(index_elements=["idempotency_key"])
+    .returning(WorkflowRun.id)
+)
+_NEW_RUN_PUBLISHED = _NEW_RUN.values(published_at=text("now()"))
+_NEW_STEPS = insert(TaskRun)
+
 
 class Runs(Database):
     """Submit and read runs."""
@@ -42,24 +52,16 @@ class Runs(Database):
         id is returned with ``created=False`` (also when two submits race). A run recorded as
         ``published`` gets its ``published_at`` in the same transaction (``engine.submit``).
         """
-        published = {"published_at": text("now()")} if run.published else {}
         try:
             with self.engine.begin() as conn:
-                conn.execute(
-                    pg_insert(WorkflowSpecRow)
-                    .values(version=run.version, workflow=run.workflow, spec=run.spec)
-                    .on_conflict_do_nothing()
-                )
-                inserted = conn.execute(
-                    pg_insert(WorkflowRun)
-                    .values(**run_values(run), **published)
-                    .on_conflict_do_nothing(index_elements=["idempotency_key"])
-                    .returning(WorkflowRun.id)
-                ).first()
+                spec = {"version": run.version, "workflow": run.workflow, "spec": run.spec}
+                conn.execute(_NEW_SPEC, spec)
+                statement = _NEW_RUN_PUBLISHED if run.published else _NEW_RUN
+                inserted = conn.execute(statement, run_values(run)).first()
                 if inserted is None:
                     existing = self._by_key(conn, run.idempotency_key)
                     return existing, False
-                conn.execute(insert(TaskRun), [step_values(run.id, s) for s in steps])
+                conn.execute(_NEW_STEPS, [step_values(run.id, s) for s in steps])
         except IntegrityError:
             if run.idempotency_key is None:
                 raise
