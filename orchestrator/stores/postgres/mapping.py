@@ -7,6 +7,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Row
+
 from orchestrator.codec import revive
 from orchestrator.records import (
     AttemptRecord,
@@ -53,7 +55,8 @@ def step_values(run_id: str, step: NewStep) -> dict[str, Any]:
     }
 
 
-def run_record(row: WorkflowRun) -> RunRecord:
+def run_record(row: WorkflowRun | Row[Any]) -> RunRecord:
+    """A run from its ORM row or a Core row of ``workflow_runs``'s columns."""
     return RunRecord(
         id=str(row.id),
         workflow=row.workflow,

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -40,6 +40,7 @@ _NEW_RUN = (
 )
 _NEW_RUN_PUBLISHED = _NEW_RUN.values(published_at=text("now()"))
 _NEW_STEPS = insert(TaskRun)
+_RUN_BY_ID = select(WorkflowRun.__table__).where(WorkflowRun.id == bindparam("id"))
 
 
 class Runs(Database):
@@ -96,9 +97,9 @@ class Runs(Database):
             key = uuid.UUID(str(run_id))
         except ValueError:
             return None
-        with Session(self.engine) as session:
-            row = session.get(WorkflowRun, key)
-            return None if row is None else run_record(row)
+        with self.engine.connect() as conn:
+            row = conn.execute(_RUN_BY_ID, {"id": key}).first()
+        return None if row is None else run_record(row)
 
     def list_runs(
         self, workflow: str | None = None, status: RunStatus | None = None, limit: int = 50
