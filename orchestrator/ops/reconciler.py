@@ -77,7 +77,8 @@ from orchestrator.status import RunStatus, StepStatus
 log = logging.getLogger("orchestrator.recovery")
 LOCK = "orch:reconciler"
 CLAIM_CANDIDATES = 100
-"""Most runs a pass asks Redis about for claims whose step's start history never saw."""
+"""Most quiet runs a pass asks Redis about, drawn at random, for claims whose step's start
+history never saw (besides the runs that had such a claim the pass before)."""
 
 
 class Reconciler:
@@ -89,6 +90,7 @@ class Reconciler:
         self.token = uuid.uuid4().hex
         self._missing: dict[tuple[str, str, int], float] = {}
         self._orphans: dict[tuple[str, str, int], float] = {}
+        self._claim_runs: set[str] = set()  # runs with a lapsed claim last pass
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._loop, name="orchestrator-reconciler", daemon=True
@@ -233,12 +235,14 @@ class Reconciler:
     def _lapsed_claims(self, lease: float) -> list[Lease]:
         """Claimed attempts whose start history never saw (their process was killed before its
         writer flushed): Redis is asked about the runs history shows quiet for a lease period
-        (at most :data:`CLAIM_CANDIDATES`). A parked step, or one waiting for its child run,
+        (at most :data:`CLAIM_CANDIDATES` at random, and those with a suspect last pass, which
+        must stay suspect a lease period to count). A parked step, or one waiting for its child run,
         holds a lease in its waiting owner's name, so it is never among them."""
         quiet = self.rt.history.stalled_runs(lease, limit=CLAIM_CANDIDATES)
-        if not quiet:
-            return []
-        return self.rt.state.lapsed_claims(quiet) + self._ended_unrecorded(quiet)
+        runs = list(dict.fromkeys([*quiet, *self._claim_runs]))  # suspects stay asked about
+        found = self.rt.state.lapsed_claims(runs) + self._ended_unrecorded(runs) if runs else []
+        self._claim_runs = {run for run, _, _ in found}
+        return found
 
     def _ended_unrecorded(self, quiet: list[str]) -> list[Lease]:
         """Steps of quiet runs that ended in Redis (a result) while history shows them not

@@ -97,3 +97,11 @@ def test_export_lines_are_complete_and_the_env_file_notes_moved_addresses(
     assert write_env_file(tmp_path, lines) is False
     moved = [line.replace(":6379/", ":6380/") for line in lines]
     assert write_env_file(tmp_path, moved) is True
+
+
+def test_dev_s_worker_sends_task_events_only_beside_flower(tmp_path: Path) -> None:
+    from orchestrator.dev.server import worker_service
+
+    beside = worker_service({}, tmp_path / "w.log", 2, "dev", events=True)
+    alone = worker_service({}, tmp_path / "w.log", 2, "dev")
+    assert "-E" in beside.argv and "-E" not in alone.argv

@@ -166,3 +166,10 @@ def test_a_queue_rabbitmq_refuses_for_its_priorities_is_named_with_the_fix() -> 
     )
     assert "ORCHESTRATOR_PRIORITY_QUEUES=false" in (queue_refused(refused) or "")
     assert queue_refused(ConnectionError("refused")) is None
+
+
+def test_task_events_are_off_unless_asked_for_as_in_celery() -> None:
+    # Flower turns them on in the workers it watches; -E or the setting from the start
+    assert celery_config(Settings())["worker_send_task_events"] is False
+    assert celery_config(Settings(task_events=True))["worker_send_task_events"] is True
+    assert celery_config(Settings())["task_send_sent_event"] is False

@@ -5,6 +5,7 @@ stalled, late retries). Ages are measured on the history's ``clock``.
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -124,7 +125,7 @@ class Reconciliation:
                 and r.published_at < before
                 and _stalled(list(r.steps.values()), before)
             ]
-        return found[:limit]
+        return random.sample(found, min(limit, len(found)))
 
     def late_retries(self, older_than: float, limit: int = 500) -> list[tuple[str, str, int]]:
         """Steps ``retrying`` for longer than ``older_than`` seconds (since the failed attempt

@@ -100,6 +100,7 @@ WHERE r.status IN ('pending', 'running') AND r.published_at IS NOT NULL
                   WHERE t.run_id = r.id
                     AND greatest(t.started_at, t.finished_at) >= now() - make_interval(secs => :age)
                   OFFSET 0)
+ORDER BY random()
 LIMIT :limit
 """)
 
@@ -162,7 +163,9 @@ class Reconciliation(Database):
         return [str(r[0]) for r in rows]
 
     def stalled_runs(self, older_than: float, limit: int = 100) -> list[str]:
-        """Running runs with nothing running and no step start or end for ``older_than`` s."""
+        """Running runs with nothing running and no step start or end for ``older_than`` s; at
+        most ``limit``, drawn at random from all such runs, so that each is asked about in
+        time however many there are."""
         rows = self._query(STALLED, {"age": older_than, "limit": limit})
         return [str(r[0]) for r in rows]
 

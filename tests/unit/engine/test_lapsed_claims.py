@@ -8,11 +8,14 @@ import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
+import pytest
+
 from orchestrator import Workflow
 from orchestrator.codec import encode
 from orchestrator.engine.children import waiting_owner
 from orchestrator.engine.handle import RunHandle
 from orchestrator.engine.sleeping import parked_owner
+from orchestrator.ops import reconciler as reconciler_module
 from orchestrator.ops.reconciler import Reconciler
 from orchestrator.ports import RunStateStore
 from orchestrator.status import RunStatus, StepStatus
@@ -220,3 +223,34 @@ def test_a_step_that_ended_in_redis_but_not_in_history_moves_its_run_on(engine: 
     _recovered_a_lease_period_later(engine, reconciler)
     _ends(engine, run, [("a", 1), ("b", 1), ("c", 1)])
     assert engine.steps(run)["b"].status == StepStatus.SUCCEEDED
+
+
+def test_a_lapsed_claim_is_found_among_more_quiet_runs_than_a_pass_asks_about(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given more quiet runs than a pass asks Redis about (here 1 of 3): two wait in a backlog
+    # (b's message queued, not claimed), and the last one's b was claimed by a killed worker
+    monkeypatch.setattr(reconciler_module, "CLAIM_CANDIDATES", 1)
+    waiting, queued = [], []
+    for _ in range(2):
+        waiting.append(engine.start(CHAIN, {"start": 1}))
+        engine.take()["a"].execute()
+        queued.append(engine.take()["b"])  # still in its queue
+    lost = _claimed_by(engine, DEAD)
+    reconciler = Reconciler(engine.rt, clock=engine.state_clock)
+    _later(engine, 31)
+    # When passes go by: the runs asked about are drawn at random, and a run with a suspect
+    # stays asked about until its lease has been missing a lease period
+    recovered = 0
+    for _ in range(120):
+        recovered += _recovered(reconciler)
+        if recovered:
+            break
+        _later(engine, 1)
+    # Then the lost run is recovered (not stuck behind the backlog for the stall timeout)
+    assert recovered == 1
+    assert [kind for _, kind, _ in lost.events()] == ["recovered"]
+    assert all(run.events() == [] for run in waiting)
+    for request in queued:
+        request.execute()
+    _ends(engine, lost, [("a", 1), ("b", 1), ("c", 1)])
