@@ -6,8 +6,8 @@ Run ``python bench/bench_baselines.py [--quick]`` from the project root (Postgre
 - ``plain``: raw Celery with its own defaults (``bench/plain_app.py``: no late acks, default
   prefetch, no task events, no ``task_track_started``), the Celery a user runs today;
 - ``reliable``: raw Celery canvas on the orchestrator's app and worker, so with its reliability
-  settings (late acks, prefetch 1, task events, ``task_track_started``): ``bench_canvas.py``'s
-  comparison;
+  settings (late acks, prefetch 1, ``task_track_started``; task events off unless asked for):
+  ``bench_canvas.py``'s comparison;
 - ``orch``: the same shape as a workflow, with tracking (history in PostgreSQL) on.
 
 Both workers run for the whole benchmark (the idle one blocks on its queue) with Redis db 11 as

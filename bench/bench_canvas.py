@@ -5,7 +5,8 @@ Run ``python bench/bench_canvas.py [--quick]`` from the project root (PostgreSQL
 broker, result backend and run state, starts one real prefork worker
 (``celery -A orchestrator.worker worker -c 2``) importing ``bench.tasks``, and removes all of it
 at the end. Both sides use the same Celery app and config (orchestrator's: JSON, late acks,
-``task_track_started``, task events on), the same worker and the same task ``bench.tasks.noop``.
+``task_track_started``, task events as the settings have them: off by default), the same worker
+and the same task ``bench.tasks.noop``.
 
 What is measured (wall time from building the canvas / calling ``run_workflow`` until the result
 is known in the client; one warm-up run of each side first, then the median of 3 runs, 1 with
