@@ -36,10 +36,11 @@ class EndsAhead:
 
     def note(self, run_id: str) -> None:
         """``wait()`` returned on the worker's announcement of the run's end."""
+        now = time.monotonic()
         with self._lock:
-            self._runs[run_id] = time.monotonic() + SETTLE_WAIT
-            self._runs.move_to_end(run_id)
-            while len(self._runs) > KEPT:
+            self._runs[run_id] = now + SETTLE_WAIT
+            self._runs.move_to_end(run_id)  # oldest first: the first deadline passes first
+            while self._runs and (len(self._runs) > KEPT or next(iter(self._runs.values())) <= now):
                 self._runs.popitem(last=False)
 
     def settle(self, run_ids: Iterable[str] | None = None) -> None:

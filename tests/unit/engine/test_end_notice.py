@@ -121,3 +121,18 @@ def test_announcements_of_older_workers_are_read_as_a_status() -> None:
     assert end_notice("failed") == EndNotice("failed")
     payload = encode({"status": "succeeded", "output": encode({"x": 1})})
     assert end_notice(payload) == EndNotice("succeeded", encode({"x": 1}))
+
+
+def test_runs_noted_are_forgotten_once_their_wait_is_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.engine import ends_ahead
+
+    now = [100.0]
+    monkeypatch.setattr(ends_ahead.time, "monotonic", lambda: now[0])
+    noted = ends_ahead.EndsAhead(lambda: None, lambda: None)  # type: ignore[arg-type,return-value]
+    noted.note("a")
+    now[0] += ends_ahead.SETTLE_WAIT + 1
+    noted.note("b")
+    assert list(noted._runs) == ["b"]  # a's wait was over: nothing to settle for it
+    now[0] += ends_ahead.SETTLE_WAIT + 1
+    noted.settle()  # b's wait is over too: forgotten without asking a store
+    assert not noted._runs
