@@ -110,8 +110,7 @@ def finish_run(step: Step) -> None:
     output = values[0] if len(sinks) == 1 else dict(zip(sinks, values, strict=True))
     ended = settled(step, found) if small else ()
     step.rt.writer.submit(RunFinal(step.run_id, RunStatus.SUCCEEDED, now(), output, settled=ended))
-    encoded = encode(output)
-    if found.flag is None and len(encoded) <= NOTICE_LIMIT:
+    if found.flag is None and len(encoded := encode(output)) <= NOTICE_LIMIT:
         step.rt.state.notify_done(step.run_id, RunStatus.SUCCEEDED, encoded)
 
 

@@ -121,6 +121,7 @@ class HistoryWriter:
         if self._pid != os.getpid():  # a forked child: the parent's queue and thread aren't ours
             self._pid = os.getpid()
             self._queue = queue.Queue(self.queue_size)
+            self._urgent = threading.Event()  # the parent's may have been locked at the fork
             self._pending = 0
             self._thread = None
         if self._thread is None or not self._thread.is_alive():  # closed: what is queued stays
