@@ -14,7 +14,7 @@ from orchestrator.engine import finish
 from orchestrator.records import EndNotice, RunFinal
 from orchestrator.status import RunStatus
 from orchestrator.stores.redis.runs import end_notice
-from tests.unit.engine.harness import Engine
+from tests.unit.engine.harness import Engine, calls
 from tests.unit.engine.steps import CHAIN
 
 
@@ -136,3 +136,42 @@ def test_runs_noted_are_forgotten_once_their_wait_is_over(monkeypatch: pytest.Mo
     now[0] += ends_ahead.SETTLE_WAIT + 1
     noted.settle()  # b's wait is over too: forgotten without asking a store
     assert not noted._runs
+
+
+def test_a_run_announced_whose_worker_died_before_history_had_its_end_still_ends(
+    engine: Engine,
+) -> None:
+    # Given a chain whose last step's worker announced the run's end and was killed before its
+    # history writer wrote anything of that step (its success, the run's end)
+    from datetime import timedelta
+
+    from orchestrator.ops.reconciler import Reconciler
+
+    run = engine.start(CHAIN, {"start": 1})
+    engine.take()["a"].execute()
+    engine.take()["b"].execute()
+    outputs: list[object] = []
+    waiter = threading.Thread(target=lambda: outputs.append(run.wait(timeout=10)))
+    waiter.start()
+    time.sleep(0.2)
+    submit = engine.rt.writer.submit
+    engine.rt.writer.submit = lambda event: None  # type: ignore[method-assign]
+    engine.take()["c"].execute()
+    engine.rt.writer.submit = submit  # type: ignore[method-assign]
+    waiter.join(2.0)
+    assert outputs == [3]
+    assert engine.history.get_run(run.id).status == RunStatus.RUNNING
+
+    # When the reconciler passes with the default lease (30 s) as time goes by
+    reconciler = Reconciler(engine.rt, clock=engine.state_clock)
+    for _ in range(20):
+        reconciler.pass_once()
+        if engine.history.get_run(run.id).status.terminal:
+            break
+        engine.state_clock.advance(5)
+        engine.history_ahead += timedelta(seconds=5)
+    # Then the run ends in history as it was announced, its last step not run again
+    record = engine.history.get_run(run.id)
+    assert record.status == RunStatus.SUCCEEDED and record.output == 3
+    assert [s.status for s in run.steps()] == [RunStatus.SUCCEEDED] * 3
+    assert calls(run) == [("a", 1), ("b", 1), ("c", 1)]
