@@ -205,6 +205,8 @@ def test_cleanup_deletes_only_finished_runs_past_retention(worker: Any) -> None:
     handles = [wf.run() for _ in range(4)]
     for handle in handles:
         handle.wait(timeout=30)
+        # finished in history too (wait() returns on the worker's word, history a commit later)
+        assert handle.status() == "succeeded"
     old_done, old_done2, old_paused, recent = (h.id for h in handles)
     engine = default_services().history.engine
     with engine.begin() as conn:
